@@ -1,0 +1,55 @@
+"""Every ESPnet-internal import of the package lives here.
+
+ESPnet has no stable plugin API; pinning ``espnet==202511`` and importing its
+internals from one module keeps an upgrade to one place to check.
+"""
+
+from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
+from espnet.nets.pytorch_backend.transformer.embedding import StreamPositionalEncoding
+from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
+    PositionwiseFeedForward,
+)
+from espnet.nets.pytorch_backend.transformer.subsampling import Conv2dSubsampling
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+
+__all__ = [
+    "AbsEncoder",
+    "Conv2dSubsampling",
+    "LayerNorm",
+    "MultiHeadedAttention",
+    "PositionwiseFeedForward",
+    "StreamPositionalEncoding",
+]
+
+
+def asr_task_module():
+    """``espnet2.tasks.asr`` (its import costs ~10 s, so only on demand)."""
+    import espnet2.tasks.asr as asr_task
+
+    return asr_task
+
+
+def espnet_asr_model_class():
+    from espnet2.asr.espnet_model import ESPnetASRModel
+
+    return ESPnetASRModel
+
+
+def asr_train_main(cmd=None):
+    """ESPnet's ``espnet2.bin.asr_train.main`` (argument parsing, training, collect_stats)."""
+    from espnet2.bin.asr_train import main
+
+    return main(cmd)
+
+
+def asr_inference_main(cmd=None):
+    from espnet2.bin.asr_inference import main
+
+    return main(cmd)
+
+
+def speech2text_class():
+    from espnet2.bin.asr_inference import Speech2Text
+
+    return Speech2Text

@@ -1,0 +1,1 @@
+"""Entry modules: ESPnet's own programs with the plugin registered first."""

@@ -1,0 +1,159 @@
+"""Multiply-accumulate (MAC) accounting for what the encoder actually executes.
+
+Per layer and frame, with d = output_size and d_ff = linear_units:
+- MHSA: Q and output projections 2*d^2 per executing frame; K and V
+  projections 2*d^2 per frame that provides keys; scores and weighted sum
+  2*d per (executing query, visible key) pair, where visible keys are the
+  key-providing frames inside the query's chunk window. This is what the
+  streaming (chunk + cache) and sparse paths run.
+- FFN: 2*d*d_ff per executing frame.
+- Arbitrator (global conv or local linear gates) and subsampling: always run.
+LayerNorms, softmax, residual adds and gathers are not MACs and not counted.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List
+
+import torch
+
+ATT, FFN = 0, 1
+
+
+@dataclass
+class MacReport:
+    """Executed and dense MACs of one forward (summed over the batch)."""
+
+    subsampling: float
+    arbitrator: float
+    attention: List[float]  # executed, per layer
+    ffn: List[float]
+    dense_attention: List[float]
+    dense_ffn: List[float]
+    frames: int  # valid subsampled frames
+    unit_rates: Dict[str, List[float]] = field(default_factory=dict)  # fraction executed per layer
+
+    @property
+    def layers(self) -> float:
+        return sum(self.attention) + sum(self.ffn)
+
+    @property
+    def dense_layers(self) -> float:
+        return sum(self.dense_attention) + sum(self.dense_ffn)
+
+    @property
+    def encoder(self) -> float:
+        return self.subsampling + self.arbitrator + self.layers
+
+    @property
+    def dense_encoder(self) -> float:
+        """A dense encoder has the same subsampling and no arbitrator."""
+        return self.subsampling + self.dense_layers
+
+    @property
+    def layer_ratio(self) -> float:
+        """Executed / dense MACs of the gated layers (the arbitrator counted as executed)."""
+        return (self.layers + self.arbitrator) / max(self.dense_layers, 1.0)
+
+    @property
+    def encoder_ratio(self) -> float:
+        return self.encoder / max(self.dense_encoder, 1.0)
+
+    def gflops_per_second(self, audio_seconds: float) -> float:
+        """Executed GFLOPs (2 FLOPs per MAC) per second of audio."""
+        return 2.0 * self.encoder / 1e9 / max(audio_seconds, 1e-9)
+
+    def as_dict(self) -> Dict:
+        return {
+            "macs_encoder": self.encoder,
+            "macs_dense_encoder": self.dense_encoder,
+            "macs_layers": self.layers,
+            "macs_dense_layers": self.dense_layers,
+            "macs_subsampling": self.subsampling,
+            "macs_arbitrator": self.arbitrator,
+            "compute_ratio_layers": self.layer_ratio,
+            "compute_ratio_encoder": self.encoder_ratio,
+            "frames": self.frames,
+            "unit_rates": self.unit_rates,
+        }
+
+
+def _visible_keys(provides_key: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """(B, T) float count of key-providing frames each query may attend."""
+    return provides_key @ allowed.transpose(0, 1).to(provides_key.dtype)
+
+
+def arbitrator_macs_per_frame(encoder) -> int:
+    if encoder.arbitrator is not None:
+        return encoder.arbitrator.macs_per_frame()
+    return sum(layer.local_gate.weight.numel() for layer in encoder.encoders if layer.local_gate is not None)
+
+
+def count_macs(
+    encoder,
+    gates: torch.Tensor,
+    valid: torch.Tensor,
+    allowed: torch.Tensor,
+    input_lengths: List[int],
+) -> MacReport:
+    """Exact MACs for hard decisions ``gates`` (B, T, num_blocks, 2) on valid frames.
+
+    ``input_lengths`` are the feature frames each utterance fed to the
+    subsampling (in streaming, the frames of every call, since a few overlap).
+    """
+    d, d_ff = encoder.output_size(), encoder.linear_units
+    validf = valid.to(torch.float64)
+    allowed = allowed.to(torch.float64)
+    gates = gates.detach().to(torch.float64) * validf[:, :, None, None]
+    dense_visible = _visible_keys(validf, allowed)
+    dense_att = float((4 * d * d * validf + 2 * d * validf * dense_visible).sum())
+    dense_ffn = float(2 * d * d_ff * validf.sum())
+    attention, ffn, att_rate, ffn_rate = [], [], [], []
+    frames = max(float(validf.sum()), 1.0)
+    for layer in range(encoder.num_blocks):
+        execute = gates[:, :, layer, ATT]
+        provides_key = validf if encoder.kv_from_skipped else execute
+        visible = _visible_keys(provides_key, allowed)
+        att = 2 * d * d * (execute.sum() + provides_key.sum()) + 2 * d * (execute * visible).sum()
+        attention.append(float(att))
+        ffn.append(float(2 * d * d_ff * gates[:, :, layer, FFN].sum()))
+        att_rate.append(float(execute.sum()) / frames)
+        ffn_rate.append(float(gates[:, :, layer, FFN].sum()) / frames)
+    return MacReport(
+        subsampling=float(sum(encoder.embed.macs(int(n)) for n in input_lengths)),
+        arbitrator=float(arbitrator_macs_per_frame(encoder) * validf.sum()),
+        attention=attention,
+        ffn=ffn,
+        dense_attention=[dense_att] * encoder.num_blocks,
+        dense_ffn=[dense_ffn] * encoder.num_blocks,
+        frames=int(validf.sum()),
+        unit_rates={"attention": att_rate, "ffn": ffn_rate},
+    )
+
+
+def expected_layer_ratio(encoder, probs: torch.Tensor, valid: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Differentiable E[executed MACs] / dense MACs of the gated layers.
+
+    ``probs`` (B, T, num_blocks, 2) are the probabilities sigmoid(logit) that
+    a unit runs, which for Gumbel-sigmoid gates is exactly P(gate = 1). The
+    score term for a pair of frames that both must run uses p_i * p_j
+    (independent decisions; exact for per-frame decisions, approximate for
+    per-chunk ones), and p_i for a frame's own key.
+    """
+    d, d_ff = encoder.output_size(), encoder.linear_units
+    validf = valid.to(probs.dtype)
+    allowed_f = allowed.to(probs.dtype)
+    probs = probs * validf[:, :, None, None]
+    dense_visible = _visible_keys(validf, allowed_f)
+    dense_per_layer = (4 * d * d * validf + 2 * d * validf * dense_visible).sum() + 2 * d * d_ff * validf.sum()
+    p_att, p_ffn = probs[..., ATT], probs[..., FFN]  # (B, T, L)
+    q_and_out = 2 * d * d * p_att.sum()
+    if encoder.kv_from_skipped:
+        key_value = 2 * d * d * validf.sum() * encoder.num_blocks
+        scores = 2 * d * (p_att * dense_visible.unsqueeze(-1)).sum()
+    else:
+        key_value = 2 * d * d * p_att.sum()
+        # sum_i p_i * (p_i + sum_{j != i, allowed} p_j)
+        others = torch.einsum("ij,bjl->bil", allowed_f, p_att) - p_att * torch.diagonal(allowed_f).unsqueeze(-1)
+        scores = 2 * d * (p_att * (1.0 + others)).sum()
+    expected = q_and_out + key_value + scores + 2 * d * d_ff * p_ffn.sum()
+    return expected / (dense_per_layer * encoder.num_blocks).clamp(min=1.0)

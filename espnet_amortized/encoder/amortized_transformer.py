@@ -1,0 +1,403 @@
+"""``amortized_transformer``: a streaming Transformer encoder with per-frame unit skipping."""
+
+import random
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from espnet_amortized._espnet import AbsEncoder, LayerNorm, StreamPositionalEncoding
+from espnet_amortized.encoder.arbitrator import Arbitrator
+from espnet_amortized.encoder.gates import (
+    annealed_temperature,
+    gumbel_sigmoid_straight_through,
+    hard_gates,
+)
+from espnet_amortized.encoder.layers import GatedTransformerLayer, KeyValues
+from espnet_amortized.encoder.masks import chunk_attention_mask, lengths_to_mask
+from espnet_amortized.encoder.subsampling import build_subsampling
+
+GATE_UNITS = ("unit", "layer", "none")
+ARBITRATORS = ("global", "local")
+DECISION_UNITS = ("frame", "chunk")
+ATT, FFN = 0, 1
+
+
+@dataclass
+class GateInfo:
+    """What one forward decided, for the compute loss and the MAC counter.
+
+    ``probs`` and ``gates`` are (B, T, num_blocks, 2): per frame, layer and
+    unit (MHSA, FFN). ``probs`` = sigmoid(logit) is differentiable; ``gates``
+    holds the 0/1 decisions that ran.
+    """
+
+    probs: torch.Tensor
+    gates: torch.Tensor
+    valid: torch.Tensor  # (B, T) bool
+    allowed: torch.Tensor  # (T, T) bool chunk mask used
+    input_lengths: torch.Tensor  # (B,) feature frames before subsampling
+
+
+class AmortizedTransformerEncoder(AbsEncoder):
+    """Streaming pre-LN Transformer whose MHSA/FFN units are skipped per frame.
+
+    Args:
+        input_size: feature dimension (80 for fbank).
+        output_size: model dimension d.
+        attention_heads, linear_units, num_blocks: Transformer shape.
+        input_layer: "conv2d" (ESPnet's 4x conv) or "stack" (stacked frames + linear).
+        stack_frames: frames stacked by ``input_layer: stack``.
+        chunk_size: frames per chunk after subsampling (> 0).
+        left_chunks: chunks of left context (-1: all of the past).
+        dynamic_chunk_training: per training batch, a random chunk size in
+            [1, 2 * chunk_size] (half of the batches keep ``chunk_size``).
+        gate_unit: "unit" (MHSA and FFN gated separately), "layer" (one gate
+            per layer) or "none" (a dense Transformer: the baseline).
+        arbitrator: "global" (one small network before layer 1) or "local"
+            (a linear gate per unit from that unit's input).
+        decision_unit: "frame" or "chunk" (one decision per chunk: the mean logit).
+        kv_from_skipped: whether frames whose MHSA is skipped still provide
+            keys/values to other frames.
+        gate_threshold: inference gate ``sigmoid(logit) > gate_threshold``.
+        gate_initial_logit: initial arbitrator bias (units start on).
+        temperature_initial, temperature_final, temperature_anneal_steps:
+            Gumbel-sigmoid temperature schedule over training updates.
+        sparse_inference: gather/scatter execution at inference (False: dense
+            masked execution, the reference).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int = 256,
+        attention_heads: int = 4,
+        linear_units: int = 1024,
+        num_blocks: int = 6,
+        dropout_rate: float = 0.1,
+        positional_dropout_rate: float = 0.1,
+        attention_dropout_rate: float = 0.0,
+        input_layer: str = "conv2d",
+        stack_frames: int = 4,
+        chunk_size: int = 16,
+        left_chunks: int = 4,
+        dynamic_chunk_training: bool = False,
+        gate_unit: str = "unit",
+        arbitrator: str = "global",
+        arbitrator_hidden_size: int = 64,
+        arbitrator_kernel_size: int = 3,
+        decision_unit: str = "frame",
+        kv_from_skipped: bool = False,
+        gate_threshold: float = 0.5,
+        gate_initial_logit: float = 3.0,
+        temperature_initial: float = 1.0,
+        temperature_final: float = 0.1,
+        temperature_anneal_steps: int = 10000,
+        sparse_inference: bool = True,
+        **unknown,
+    ):
+        if unknown:
+            raise ValueError(
+                f"amortized_transformer: unknown encoder_conf option(s) {sorted(unknown)}; "
+                f"see espnet_amortized.encoder.AmortizedTransformerEncoder for the options"
+            )
+        _check_choice("gate_unit", gate_unit, GATE_UNITS)
+        _check_choice("arbitrator", arbitrator, ARBITRATORS)
+        _check_choice("decision_unit", decision_unit, DECISION_UNITS)
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be > 0 (frames after subsampling), got {chunk_size}")
+        if left_chunks < -1:
+            raise ValueError(f"left_chunks must be >= 0, or -1 for the whole past; got {left_chunks}")
+        if not 0.0 <= gate_threshold <= 1.0:
+            raise ValueError(f"gate_threshold must be in [0, 1], got {gate_threshold}")
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if not 0 < temperature_final <= temperature_initial:
+            raise ValueError(
+                "need 0 < temperature_final <= temperature_initial, got "
+                f"{temperature_final} and {temperature_initial}"
+            )
+        super().__init__()
+        self._output_size = output_size
+        self.num_blocks = num_blocks
+        self.attention_heads = attention_heads
+        self.linear_units = linear_units
+        self.chunk_size = chunk_size
+        self.left_chunks = left_chunks
+        self.dynamic_chunk_training = dynamic_chunk_training
+        self.gate_unit = gate_unit
+        self.arbitrator_type = arbitrator
+        self.decision_unit = decision_unit
+        self.kv_from_skipped = kv_from_skipped
+        self.gate_threshold = gate_threshold
+        self.temperature_initial = temperature_initial
+        self.temperature_final = temperature_final
+        self.temperature_anneal_steps = temperature_anneal_steps
+        self.sparse_inference = sparse_inference
+
+        self.embed = build_subsampling(input_layer, input_size, output_size, dropout_rate, stack_frames)
+        self.pos_enc = StreamPositionalEncoding(output_size, positional_dropout_rate)
+        gates_per_layer = 1 if gate_unit == "layer" else 2
+        local = gates_per_layer if (gate_unit != "none" and arbitrator == "local") else 0
+        self.encoders = torch.nn.ModuleList(
+            GatedTransformerLayer(
+                output_size, attention_heads, linear_units, dropout_rate, attention_dropout_rate, local
+            )
+            for _ in range(num_blocks)
+        )
+        self.after_norm = LayerNorm(output_size)
+        self.arbitrator = None
+        if gate_unit != "none" and arbitrator == "global":
+            self.arbitrator = Arbitrator(
+                output_size,
+                num_blocks * gates_per_layer,
+                arbitrator_hidden_size,
+                arbitrator_kernel_size,
+                gate_initial_logit,
+            )
+        for layer in self.encoders:
+            if layer.local_gate is not None:
+                torch.nn.init.constant_(layer.local_gate.bias, gate_initial_logit)
+        # Training updates seen, for the temperature schedule; saved with the model
+        # so that a resumed run continues the schedule.
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # Decisions of the last forward (see GateInfo); None for gate_unit "none".
+        self.gate_info: Optional[GateInfo] = None
+
+    def output_size(self) -> int:
+        return self._output_size
+
+    @property
+    def gated(self) -> bool:
+        return self.gate_unit != "none"
+
+    @property
+    def temperature(self) -> float:
+        return annealed_temperature(
+            int(self.num_updates),
+            self.temperature_initial,
+            self.temperature_final,
+            self.temperature_anneal_steps,
+        )
+
+    # -- gates ----------------------------------------------------------------
+    def _decide(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> gates: straight-through samples in training, thresholds in eval."""
+        if self.training:
+            return gumbel_sigmoid_straight_through(logits, self.temperature)
+        return hard_gates(logits, self.gate_threshold)
+
+    def _chunk_mean(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int = 0) -> torch.Tensor:
+        """One decision per chunk: every frame gets its chunk's mean logit over valid frames.
+
+        logits: (B, T); ``offset`` is the absolute position of frame 0.
+        """
+        logits = logits.unsqueeze(-1)
+        batch, length, num = logits.shape
+        start = offset % chunk
+        padded_length = -(-(start + length) // chunk) * chunk
+        weights = torch.zeros(batch, padded_length, 1, dtype=logits.dtype, device=logits.device)
+        weights[:, start : start + length, 0] = valid.to(logits.dtype)
+        padded = logits.new_zeros(batch, padded_length, num)
+        padded[:, start : start + length] = logits
+        sums = (padded * weights).view(batch, -1, chunk, num).sum(2)
+        counts = weights.view(batch, -1, chunk, 1).sum(2).clamp(min=1.0)
+        means = (sums / counts).repeat_interleave(chunk, dim=1)
+        return means[:, start : start + length, 0]
+
+    def _unit_logits(self, global_logits, layer_index: int, layer: GatedTransformerLayer, x, unit: int):
+        """Logit (B, T) of one unit, from the global arbitrator or the layer's local gate."""
+        if self.gate_unit == "layer":
+            unit = 0
+        per_layer = 1 if self.gate_unit == "layer" else 2
+        if global_logits is not None:
+            return global_logits[..., layer_index * per_layer + unit]
+        return layer.local_gate(x)[..., unit]
+
+    # -- the layer stack --------------------------------------------------------
+    def _run_layers(
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        allowed: torch.Tensor,
+        position: torch.Tensor,
+        chunk: int,
+        arbitrator_cache: Optional[torch.Tensor] = None,
+        kv_cache: Optional[List[Optional[KeyValues]]] = None,
+        forced_gates: Optional[torch.Tensor] = None,
+    ):
+        """Run every layer on x (B, T, D); returns x, probs, gates, new caches."""
+        batch, length, _ = x.shape
+        probs = x.new_ones(batch, length, self.num_blocks, 2)
+        gates = valid[:, :, None, None].to(x.dtype).repeat(1, 1, self.num_blocks, 2)
+        global_logits, new_arbitrator_cache = None, None
+        if self.arbitrator is not None:
+            global_logits, new_arbitrator_cache = self.arbitrator(x, arbitrator_cache)
+        streaming = kv_cache is not None
+        sparse = streaming or (not self.training and self.sparse_inference)
+        new_kv: List[Optional[KeyValues]] = []
+        for index, layer in enumerate(self.encoders):
+            for unit in (ATT, FFN):
+                gate = None
+                if self.gated:
+                    if unit == FFN and self.gate_unit == "layer":
+                        gate = gates[:, :, index, ATT]
+                    else:
+                        logits = self._unit_logits(global_logits, index, layer, x, unit)
+                        if self.decision_unit == "chunk":
+                            logits = self._chunk_mean(logits, valid, chunk, int(position[0]))
+                        probs[:, :, index, unit] = torch.sigmoid(logits)
+                        gate = self._decide(logits)
+                        if forced_gates is not None:
+                            gate = forced_gates[:, :, index, unit].to(gate.dtype)
+                    gates[:, :, index, unit] = gate * valid
+                if sparse:
+                    execute = valid if gate is None else valid & (gate > 0.5)
+                    if unit == ATT:
+                        provides_key = valid if self.kv_from_skipped else execute
+                        past = kv_cache[index] if streaming else None
+                        x, keys = layer.attention_sparse(x, execute, provides_key, allowed, position, past)
+                        new_kv.append(_concat_kv(past, keys))
+                    else:
+                        x = layer.ffn_sparse(x, execute)
+                elif unit == ATT:
+                    key_gate = None
+                    if gate is not None and not self.kv_from_skipped:
+                        key_gate = gate > 0.5
+                    x = layer.attention_dense(x, allowed, valid, gate, key_gate)
+                else:
+                    x = layer.ffn_dense(x, gate)
+        return x, probs, gates, new_arbitrator_cache, new_kv
+
+    def _training_chunk_size(self) -> int:
+        if self.training and self.dynamic_chunk_training and random.random() < 0.5:
+            return random.randint(1, 2 * self.chunk_size)
+        return self.chunk_size
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: torch.Tensor = None,
+        forced_gates: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Full-utterance forward with the chunk mask.
+
+        Args:
+            xs_pad: (B, L, input_size) features.
+            ilens: (B,) feature lengths.
+            prev_states: unused (ESPnet's interface); streaming uses ``forward_chunk``.
+            forced_gates: optional (B, T', num_blocks, 2) 0/1 decisions that
+                replace the arbitrator's (tests and benchmarks).
+        Returns:
+            (B, T', output_size), (B,) output lengths, None.
+        """
+        masks = lengths_to_mask(ilens, xs_pad.size(1)).unsqueeze(1)
+        x, _ = self.embed(xs_pad, masks)
+        x = self.pos_enc(x)
+        # From the lengths, not from the subsampled mask: ESPnet's conv2d mask
+        # also marks frames whose receptive field reaches into the padding, so a
+        # padded utterance would differ from the same utterance alone.
+        output_lengths = torch.tensor(
+            [self.embed.num_output_frames(int(n)) for n in ilens], device=x.device
+        )
+        valid = lengths_to_mask(output_lengths, x.size(1))
+        chunk = self._training_chunk_size()
+        allowed = chunk_attention_mask(x.size(1), chunk, self.left_chunks, x.device)
+        position = torch.arange(x.size(1), device=x.device)
+        x, probs, gates, _, _ = self._run_layers(x, valid, allowed, position, chunk, forced_gates=forced_gates)
+        if self.training:
+            self.num_updates += 1
+        self.gate_info = GateInfo(probs, gates, valid, allowed, ilens) if self.gated else None
+        return self.after_norm(x), valid.sum(dim=1), None
+
+    # -- streaming ------------------------------------------------------------------
+    def init_state(self) -> Dict:
+        """State for ``forward_chunk`` at the start of an utterance (batch of equal lengths)."""
+        return {
+            "features": None,  # input frames not yet consumed by the subsampling
+            "frames": None,  # subsampled frames waiting for a full chunk
+            "produced": 0,  # subsampled frames produced so far (positional encoding)
+            "processed": 0,  # subsampled frames through the layers so far
+            "arbitrator": None,
+            "kv": [None] * self.num_blocks,
+            "gates": [],  # (B, C, num_blocks, 2) decisions per chunk, for compute accounting
+            "input_frames": [],  # feature frames fed to the subsampling per call
+        }
+
+    @torch.no_grad()
+    def forward_chunk(self, xs: torch.Tensor, state: Dict, is_final: bool = False) -> Tuple[torch.Tensor, Dict]:
+        """Feed feature frames (B, L, input_size); returns newly finished outputs (B, n, D).
+
+        Outputs appear a chunk at a time; ``is_final`` flushes the last,
+        partial chunk. The concatenated outputs equal ``forward`` (eval) of the
+        whole utterance.
+        """
+        if self.training:
+            raise RuntimeError("forward_chunk is for inference: call encoder.eval() first")
+        features = xs if state["features"] is None else torch.cat([state["features"], xs], dim=1)
+        num_out = self.embed.num_output_frames(features.size(1))
+        if num_out > 0:
+            used = (num_out - 1) * self.embed.stride + self.embed.receptive_field
+            state["input_frames"].append(used)
+            part = features[:, :used]
+            masks = torch.ones(part.size(0), 1, part.size(1), dtype=torch.bool, device=part.device)
+            frames, _ = self.embed(part, masks)
+            frames = self.pos_enc(frames, state["produced"])
+            state["produced"] += frames.size(1)
+            features = features[:, num_out * self.embed.stride :]
+            if state["frames"] is not None:
+                frames = torch.cat([state["frames"], frames], dim=1)
+            state["frames"] = frames
+        state["features"] = features
+
+        outputs = []
+        pending = state["frames"]
+        while pending is not None and (pending.size(1) >= self.chunk_size or (is_final and pending.size(1) > 0)):
+            chunk_frames, pending = pending[:, : self.chunk_size], pending[:, self.chunk_size :]
+            outputs.append(self._process_chunk(chunk_frames, state))
+        state["frames"] = pending if pending is not None and pending.size(1) > 0 else None
+        if outputs:
+            return torch.cat(outputs, dim=1), state
+        return xs.new_zeros(xs.size(0), 0, self._output_size), state
+
+    def _process_chunk(self, x: torch.Tensor, state: Dict) -> torch.Tensor:
+        batch, length, _ = x.shape
+        start = state["processed"]
+        position = torch.arange(start, start + length, device=x.device)
+        # The cache keeps only keys of the left_chunks chunks before this one.
+        if self.left_chunks >= 0:
+            first_visible = (start // self.chunk_size - self.left_chunks) * self.chunk_size
+            state["kv"] = [_drop_before(kv, first_visible) for kv in state["kv"]]
+        valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
+        allowed = torch.ones(length, length, dtype=torch.bool, device=x.device)
+        x, _, gates, arbitrator_cache, kv = self._run_layers(
+            x, valid, allowed, position, self.chunk_size, state["arbitrator"], state["kv"]
+        )
+        state.update(arbitrator=arbitrator_cache, kv=kv, processed=start + length)
+        state["gates"].append(gates)
+        return self.after_norm(x)
+
+
+def _concat_kv(past: Optional[KeyValues], new: KeyValues) -> KeyValues:
+    if past is None:
+        return new
+    return KeyValues(*(torch.cat([p, n], dim=2 if p.dim() == 4 else 1) for p, n in zip(past, new)))
+
+
+def _drop_before(kv: Optional[KeyValues], first_position: int) -> Optional[KeyValues]:
+    """Drop cached keys left of the attention window; shared columns only (batch rows stay aligned)."""
+    if kv is None:
+        return None
+    keep = (kv.position >= first_position) & kv.valid
+    columns = keep.any(dim=0)
+    if bool(columns.all()):
+        return kv
+    return KeyValues(
+        kv.key[:, :, columns], kv.value[:, :, columns], kv.position[:, columns], keep[:, columns]
+    )
+
+
+def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")

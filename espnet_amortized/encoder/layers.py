@@ -1,0 +1,180 @@
+"""A pre-LayerNorm Transformer layer whose MHSA and FFN units can be skipped per frame.
+
+Three ways to run a unit, all computing the same function for hard gates:
+- dense: every frame runs, the output is multiplied by the gate (training; the
+  straight-through gradient needs the unit's output on skipped frames too);
+- sparse: only executing frames are gathered, run and scattered back
+  (inference: skipped frames cost nothing in the FFN and no Q/output
+  projection in the MHSA);
+- sparse with cached keys/values from earlier chunks (streaming).
+"""
+
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from espnet_amortized._espnet import LayerNorm, MultiHeadedAttention, PositionwiseFeedForward
+
+
+class KeyValues(NamedTuple):
+    """Projected keys/values of the frames that provide them, with their positions."""
+
+    key: torch.Tensor  # (B, H, N, d_k)
+    value: torch.Tensor  # (B, H, N, d_k)
+    position: torch.Tensor  # (B, N) absolute frame index
+    valid: torch.Tensor  # (B, N) bool; False marks padding
+
+
+def compact_indices(select: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) bool -> indices (B, M) of the selected frames, left-aligned, and their validity.
+
+    M is the largest per-utterance count; shorter rows are padded with index 0
+    and ``valid = False``.
+    """
+    counts = select.sum(dim=1)
+    max_count = int(counts.max()) if select.numel() else 0
+    if select.size(0) == 1:
+        index = select[0].nonzero().view(1, -1)
+        return index, torch.ones_like(index, dtype=torch.bool)
+    # A stable sort keeps selected frames first and in time order.
+    order = torch.argsort((~select).to(torch.int8), dim=1, stable=True)[:, :max_count]
+    valid = torch.arange(max_count, device=select.device).unsqueeze(0) < counts.unsqueeze(1)
+    return order.masked_fill(~valid, 0), valid
+
+
+def _gather_frames(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
+
+
+class GatedTransformerLayer(torch.nn.Module):
+    """``x = x + g_att * MHSA(LN(x))``; ``x = x + g_ffn * FFN(LN(x))``."""
+
+    def __init__(
+        self,
+        size: int,
+        attention_heads: int,
+        linear_units: int,
+        dropout_rate: float,
+        attention_dropout_rate: float,
+        local_gates: int = 0,
+    ):
+        super().__init__()
+        if size % attention_heads != 0:
+            raise ValueError(
+                f"output_size ({size}) must be divisible by attention_heads ({attention_heads})"
+            )
+        self.size = size
+        self.heads = attention_heads
+        self.d_k = size // attention_heads
+        self.attention_dropout_rate = attention_dropout_rate
+        self.norm_att = LayerNorm(size)
+        self.self_attn = MultiHeadedAttention(attention_heads, size, attention_dropout_rate)
+        self.norm_ffn = LayerNorm(size)
+        self.feed_forward = PositionwiseFeedForward(size, linear_units, dropout_rate)
+        self.dropout = torch.nn.Dropout(dropout_rate)
+        # Per-layer ("local") arbitration: a logit per unit from the unit's own input.
+        self.local_gate = torch.nn.Linear(size, local_gates) if local_gates else None
+        if self.local_gate is not None:
+            torch.nn.init.normal_(self.local_gate.weight, std=0.01)
+            torch.nn.init.constant_(self.local_gate.bias, 3.0)
+
+    # -- shared pieces --------------------------------------------------------
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.size(0), x.size(1), self.heads, self.d_k).transpose(1, 2)
+
+    def project_key_value(self, normed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return (
+            self._split_heads(self.self_attn.linear_k(normed)),
+            self._split_heads(self.self_attn.linear_v(normed)),
+        )
+
+    def _attend(
+        self, normed_query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """normed_query (B, M, D), key/value (B, H, N, d_k), mask (B, M, N) bool."""
+        query = self._split_heads(self.self_attn.linear_q(normed_query))
+        dropout = self.attention_dropout_rate if self.training else 0.0
+        context = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask.unsqueeze(1), dropout_p=dropout
+        )
+        batch, _, length, _ = context.shape
+        return self.self_attn.linear_out(context.transpose(1, 2).reshape(batch, length, self.size))
+
+    # -- dense (training, and the reference for the sparse path) ---------------
+    def attention_dense(
+        self,
+        x: torch.Tensor,
+        allowed: torch.Tensor,
+        valid: torch.Tensor,
+        gate: Optional[torch.Tensor] = None,
+        key_gate: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """All frames run; the output is scaled by ``gate`` (B, T) if given.
+
+        ``key_gate`` (B, T) bool restricts keys to frames whose unit executes
+        (``kv_from_skipped=False``); every frame keeps its own key so that rows
+        of skipped frames stay finite (their output is multiplied by 0).
+        """
+        normed = self.norm_att(x)
+        key, value = self.project_key_value(normed)
+        mask = allowed.unsqueeze(0) & valid.unsqueeze(1)
+        if key_gate is not None:
+            mask = mask & key_gate.unsqueeze(1)
+        eye = torch.eye(x.size(1), dtype=torch.bool, device=x.device)
+        out = self.dropout(self._attend(normed, key, value, mask | eye))
+        return x + (out if gate is None else out * gate.unsqueeze(-1))
+
+    def ffn_dense(self, x: torch.Tensor, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
+        out = self.dropout(self.feed_forward(self.norm_ffn(x)))
+        return x + (out if gate is None else out * gate.unsqueeze(-1))
+
+    # -- sparse (inference) -----------------------------------------------------
+    def attention_sparse(
+        self,
+        x: torch.Tensor,
+        execute: torch.Tensor,
+        provides_key: torch.Tensor,
+        allowed: torch.Tensor,
+        position: torch.Tensor,
+        past: Optional[KeyValues] = None,
+    ) -> Tuple[torch.Tensor, KeyValues]:
+        """Run MHSA only for frames with ``execute`` (B, T) bool.
+
+        Keys/values are projected for frames with ``provides_key`` (B, T) bool
+        (every valid frame, or only executing ones) and, when streaming, come
+        also from ``past`` (already restricted to the allowed window).
+        ``allowed`` (T, T) is the chunk mask among the T frames of ``x``, whose
+        absolute positions are ``position`` (T,). Returns the updated ``x`` and
+        the new frames' keys/values for the cache.
+        """
+        key_index, key_valid = compact_indices(provides_key)
+        normed_keys = self.norm_att(_gather_frames(x, key_index))
+        key, value = self.project_key_value(normed_keys)
+        new = KeyValues(key, value, position[key_index], key_valid)
+
+        query_index, query_valid = compact_indices(execute)
+        if query_index.size(1) == 0:
+            return x, new
+        normed_query = self.norm_att(_gather_frames(x, query_index))
+        rows = allowed[query_index]  # (B, M, T)
+        mask = torch.gather(rows, 2, key_index.unsqueeze(1).expand(-1, rows.size(1), -1))
+        mask = mask & key_valid.unsqueeze(1)
+        if past is not None:
+            key = torch.cat([past.key, key], dim=2)
+            value = torch.cat([past.value, value], dim=2)
+            past_mask = past.valid.unsqueeze(1).expand(-1, mask.size(1), -1)
+            mask = torch.cat([past_mask, mask], dim=2)
+        # Padding rows (no real query) would be all-False: let them see everything.
+        mask = mask | ~query_valid.unsqueeze(-1)
+        out = self._attend(normed_query, key, value, mask) * query_valid.unsqueeze(-1)
+        scatter_index = query_index.unsqueeze(-1).expand(-1, -1, self.size)
+        return x.scatter_add(1, scatter_index, out), new
+
+    def ffn_sparse(self, x: torch.Tensor, execute: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.size)
+        index = execute.reshape(-1).nonzero().squeeze(1)
+        if index.numel() == 0:
+            return x
+        out = self.feed_forward(self.norm_ffn(flat.index_select(0, index)))
+        return flat.index_add(0, index, out).view_as(x)

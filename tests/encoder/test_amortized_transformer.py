@@ -1,0 +1,150 @@
+import itertools
+
+import pytest
+import torch
+
+from espnet_amortized.encoder import AmortizedTransformerEncoder
+from tests.conftest import randomize_arbitration, small_encoder
+
+VARIANTS = list(
+    itertools.product(["unit", "layer"], ["global", "local"], ["frame", "chunk"], [False, True])
+)
+
+
+def _batch(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(3, 120, 80, generator=generator), torch.tensor([120, 90, 61])
+
+
+def _valid(encoder, lengths, frames):
+    out_lengths = torch.tensor([encoder.embed.num_output_frames(int(n)) for n in lengths])
+    return torch.arange(frames).unsqueeze(0) < out_lengths.unsqueeze(1)
+
+
+@pytest.mark.parametrize("gate_unit,arbitrator,decision_unit,kv_from_skipped", VARIANTS)
+def test_sparse_execution_equals_dense_masked_execution(gate_unit, arbitrator, decision_unit, kv_from_skipped):
+    torch.manual_seed(0)
+    encoder = small_encoder(
+        gate_unit=gate_unit, arbitrator=arbitrator, decision_unit=decision_unit, kv_from_skipped=kv_from_skipped
+    )
+    randomize_arbitration(encoder).eval()
+    x, lengths = _batch()
+    with torch.no_grad():
+        sparse, sparse_lengths, _ = encoder(x, lengths)
+        sparse_gates = encoder.gate_info.gates
+        encoder.sparse_inference = False
+        dense, dense_lengths, _ = encoder(x, lengths)
+    valid = _valid(encoder, lengths, sparse.size(1))
+    rate = float(sparse_gates[valid].mean())
+    assert 0.1 < rate < 0.9, f"test needs a mix of executed and skipped units, got {rate}"
+    assert torch.equal(sparse_lengths, dense_lengths)
+    assert torch.allclose(sparse[valid], dense[valid], atol=1e-5)
+
+
+def test_all_gates_off_returns_the_subsampled_input():
+    encoder = small_encoder().eval()
+    x, lengths = _batch()
+    with torch.no_grad():
+        masks = torch.ones(3, 1, 120, dtype=torch.bool)
+        subsampled = encoder.after_norm(encoder.pos_enc(encoder.embed(x, masks)[0]))
+        frames = subsampled.size(1)
+        for sparse in (True, False):
+            encoder.sparse_inference = sparse
+            out, _, _ = encoder(x, lengths, forced_gates=torch.zeros(3, frames, 3, 2))
+            valid = _valid(encoder, lengths, frames)
+            assert torch.allclose(out[valid], subsampled[valid], atol=1e-6)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_all_gates_on_equals_the_ungated_layers(sparse):
+    torch.manual_seed(0)
+    gated = small_encoder(gate_unit="unit").eval()
+    dense = small_encoder(gate_unit="none").eval()
+    missing, unexpected = dense.load_state_dict(gated.state_dict(), strict=False)
+    assert not missing and all(key.startswith("arbitrator.") for key in unexpected)
+    gated.sparse_inference = sparse
+    x, lengths = _batch()
+    with torch.no_grad():
+        frames = dense(x, lengths)[0].size(1)
+        expected, _, _ = dense(x, lengths)
+        out, _, _ = gated(x, lengths, forced_gates=torch.ones(3, frames, 3, 2))
+    valid = _valid(gated, lengths, frames)
+    assert torch.allclose(out[valid], expected[valid], atol=1e-5)
+
+
+@pytest.mark.parametrize("gate_unit,arbitrator,decision_unit,kv_from_skipped", VARIANTS[::3] + [("none", "global", "frame", False)])
+@pytest.mark.parametrize("input_layer", ["conv2d", "stack"])
+def test_chunk_by_chunk_with_cache_equals_full_forward(gate_unit, arbitrator, decision_unit, kv_from_skipped, input_layer):
+    torch.manual_seed(0)
+    encoder = small_encoder(
+        gate_unit=gate_unit, arbitrator=arbitrator, decision_unit=decision_unit,
+        kv_from_skipped=kv_from_skipped, input_layer=input_layer,
+    )
+    randomize_arbitration(encoder).eval()
+    x = torch.randn(1, 97, 80)
+    with torch.no_grad():
+        full, _, _ = encoder(x, torch.tensor([97]))
+        state, pieces, start = encoder.init_state(), [], 0
+        for size in (5, 13, 1, 30, 48):  # pieces unrelated to chunks or strides
+            out, state = encoder.forward_chunk(x[:, start : start + size], state, is_final=start + size >= 97)
+            pieces.append(out)
+            start += size
+    streamed = torch.cat(pieces, dim=1)
+    assert streamed.shape == full.shape
+    assert torch.allclose(streamed, full, atol=1e-5)
+
+
+def test_batched_equals_alone_for_a_padded_utterance():
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder()).eval()
+    x, lengths = _batch()
+    with torch.no_grad():
+        batched, out_lengths, _ = encoder(x, lengths)
+        alone, alone_lengths, _ = encoder(x[2:, :61], lengths[2:])
+    assert int(out_lengths[2]) == int(alone_lengths[0]) == alone.size(1)
+    assert torch.allclose(batched[2, : alone.size(1)], alone[0], atol=1e-5)
+
+
+def test_training_forward_uses_hard_gates_and_reaches_the_arbitrator():
+    torch.manual_seed(0)
+    encoder = small_encoder(gate_initial_logit=0.0).train()
+    x, lengths = _batch()
+    out, _, _ = encoder(x, lengths)
+    gates = encoder.gate_info.gates
+    assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
+    out.sum().backward()
+    assert encoder.arbitrator.out.weight.grad.abs().sum() > 0
+    assert int(encoder.num_updates) == 1
+
+
+def test_threshold_moves_compute():
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder()).eval()
+    x, lengths = _batch()
+    rates = []
+    for threshold in (0.2, 0.5, 0.8):
+        encoder.gate_threshold = threshold
+        with torch.no_grad():
+            encoder(x, lengths)
+        rates.append(float(encoder.gate_info.gates.mean()))
+    assert rates[0] > rates[1] > rates[2]
+
+
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("no_such_option", 1, "no_such_option"),
+        ("chunk_size", 0, "chunk_size"),
+        ("chunk_size", -4, "chunk_size"),
+        ("left_chunks", -2, "left_chunks"),
+        ("gate_threshold", 1.5, "gate_threshold"),
+        ("gate_unit", "head", "gate_unit"),
+        ("arbitrator", "oracle", "arbitrator"),
+        ("decision_unit", "word", "decision_unit"),
+        ("input_layer", "vgg", "input_layer"),
+        ("attention_heads", 5, "attention_heads"),
+    ],
+)
+def test_bad_options_raise_value_errors_that_name_them(option, value, message):
+    with pytest.raises(ValueError, match=message):
+        AmortizedTransformerEncoder(80, output_size=32, **{option: value})

@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from espnet_amortized.encoder.gates import (
+    annealed_temperature,
+    gumbel_sigmoid_straight_through,
+    hard_gates,
+    threshold_to_logit,
+)
+
+
+def test_straight_through_forward_is_hard_and_backward_is_sigmoid_gradient():
+    logits = torch.randn(200, requires_grad=True)
+    gates = gumbel_sigmoid_straight_through(logits, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
+    gates.sum().backward()
+    assert logits.grad is not None and (logits.grad > 0).all()
+
+
+def test_gate_probability_is_sigmoid_of_logit_at_any_temperature():
+    logits = torch.full((20000,), 0.8)
+    for temperature in (0.1, 1.0, 5.0):
+        gates = gumbel_sigmoid_straight_through(logits, temperature, torch.Generator().manual_seed(1))
+        assert abs(float(gates.mean()) - float(torch.sigmoid(torch.tensor(0.8)))) < 0.02
+
+
+@pytest.mark.parametrize("temperature", [1e-8, 1e-3, 1.0, 1e4])
+def test_extreme_logits_and_temperatures_stay_finite(temperature):
+    logits = torch.tensor([-1e30, -1e4, -50.0, 0.0, 50.0, 1e4, 1e30], requires_grad=True)
+    gates = gumbel_sigmoid_straight_through(logits, temperature)
+    gates.sum().backward()
+    assert torch.isfinite(gates).all() and torch.isfinite(logits.grad).all()
+
+
+def test_nonpositive_temperature_is_rejected():
+    with pytest.raises(ValueError, match="temperature"):
+        gumbel_sigmoid_straight_through(torch.zeros(3), 0.0)
+
+
+def test_hard_gates_follow_the_threshold():
+    logits = torch.tensor([-2.0, 0.0, 2.0])
+    assert hard_gates(logits, 0.5).tolist() == [0.0, 0.0, 1.0]
+    assert hard_gates(logits, 0.0).tolist() == [1.0, 1.0, 1.0]
+    assert hard_gates(logits, 1.0).tolist() == [0.0, 0.0, 0.0]
+    assert hard_gates(logits, 0.2).tolist() == [0.0, 1.0, 1.0]  # sigmoid(-2) = 0.12
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5, math.nan])
+def test_threshold_outside_unit_interval_is_rejected(threshold):
+    with pytest.raises(ValueError, match="gate_threshold"):
+        threshold_to_logit(threshold)
+
+
+def test_temperature_anneals_from_initial_to_final():
+    assert annealed_temperature(0, 1.0, 0.1, 100) == pytest.approx(1.0)
+    assert annealed_temperature(50, 1.0, 0.1, 100) == pytest.approx(0.1**0.5)
+    assert annealed_temperature(100, 1.0, 0.1, 100) == pytest.approx(0.1)
+    assert annealed_temperature(10**6, 1.0, 0.1, 100) == pytest.approx(0.1)

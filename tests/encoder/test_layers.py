@@ -1,0 +1,37 @@
+import torch
+
+from espnet_amortized.encoder.layers import GatedTransformerLayer, compact_indices
+from espnet_amortized.encoder.masks import chunk_attention_mask
+
+
+def test_compact_indices_left_aligns_selected_frames():
+    select = torch.tensor([[False, True, False, True], [True, False, False, False]])
+    index, valid = compact_indices(select)
+    assert index.tolist() == [[1, 3], [0, 0]]
+    assert valid.tolist() == [[True, True], [True, False]]
+
+
+def test_sparse_units_equal_dense_units_with_hard_gates():
+    torch.manual_seed(0)
+    layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
+    x = torch.randn(2, 12, 32)
+    valid = torch.ones(2, 12, dtype=torch.bool)
+    valid[1, 9:] = False
+    allowed = chunk_attention_mask(12, 3, 1)
+    execute = (torch.rand(2, 12) > 0.4) & valid
+    position = torch.arange(12)
+    for kv_from_skipped in (False, True):
+        provides_key = valid if kv_from_skipped else execute
+        dense = layer.attention_dense(x, allowed, valid, execute.float(), None if kv_from_skipped else execute)
+        sparse, _ = layer.attention_sparse(x, execute, provides_key, allowed, position)
+        assert torch.allclose(dense[valid], sparse[valid], atol=1e-5)
+    assert torch.allclose(layer.ffn_dense(x, execute.float()), layer.ffn_sparse(x, execute), atol=1e-5)
+
+
+def test_no_executing_frame_is_the_identity():
+    layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
+    x = torch.randn(1, 5, 32)
+    none = torch.zeros(1, 5, dtype=torch.bool)
+    out, _ = layer.attention_sparse(x, none, none, torch.ones(5, 5, dtype=torch.bool), torch.arange(5))
+    assert torch.equal(out, x)
+    assert torch.equal(layer.ffn_sparse(x, none), x)

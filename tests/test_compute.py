@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from espnet_amortized.compute import count_macs, expected_layer_ratio
+from espnet_amortized.encoder.masks import chunk_attention_mask
+from tests.conftest import randomize_arbitration, small_encoder
+
+
+def _flop_counter_macs(function):
+    # The math SDPA kernel is made of bmm calls, which the flop counter sees
+    # (it does not know the fused CPU attention kernel).
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        function()
+    return counter.get_total_flops() / 2
+
+
+@pytest.mark.parametrize("input_layer", ["conv2d", "stack"])
+@pytest.mark.parametrize("arbitrator", ["global", "local"])
+def test_counter_agrees_with_torch_flop_counter_on_the_dense_path(input_layer, arbitrator):
+    # Full context (one chunk covers the utterance): the dense path computes exactly the window.
+    encoder = small_encoder(input_layer=input_layer, arbitrator=arbitrator, chunk_size=256, left_chunks=-1).eval()
+    encoder.sparse_inference = False
+    x, lengths = torch.randn(1, 200, 80), torch.tensor([200])
+    with torch.no_grad():
+        frames = encoder(x, lengths)[0].size(1)
+    measured = _flop_counter_macs(lambda: encoder(x, lengths, forced_gates=torch.ones(1, frames, 3, 2)))
+    info = encoder.gate_info
+    counted = count_macs(encoder, info.gates, info.valid, info.allowed, [200]).encoder
+    assert counted == pytest.approx(measured, rel=0.02)
+
+
+@pytest.mark.parametrize("kv_from_skipped", [False, True])
+def test_counter_agrees_with_flop_counter_on_the_sparse_streaming_path(kv_from_skipped):
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(kv_from_skipped=kv_from_skipped)).eval()
+    x = torch.randn(1, 150, 80)
+    state = encoder.init_state()
+    measured = _flop_counter_macs(lambda: encoder.forward_chunk(x, state, is_final=True))
+    gates = torch.cat(state["gates"], dim=1)
+    frames = gates.size(1)
+    report = count_macs(
+        encoder, gates, torch.ones(1, frames, dtype=torch.bool),
+        chunk_attention_mask(frames, encoder.chunk_size, encoder.left_chunks), state["input_frames"],
+    )
+    assert 0.2 < report.layers / report.dense_layers < 0.8
+    assert report.encoder == pytest.approx(measured, rel=0.02)
+
+
+def test_ratios_and_rates():
+    encoder = small_encoder(num_blocks=2)
+    frames = 10
+    gates = torch.ones(1, frames, 2, 2)
+    gates[:, :, 1, 1] = 0  # second FFN off
+    valid = torch.ones(1, frames, dtype=torch.bool)
+    allowed = chunk_attention_mask(frames, 4, 1)
+    report = count_macs(encoder, gates, valid, allowed, [44])
+    assert report.unit_rates == {"attention": [1.0, 1.0], "ffn": [1.0, 0.0]}
+    assert report.ffn[1] == 0 and report.dense_ffn[1] == 2 * 32 * 64 * frames
+    assert report.layers == pytest.approx(report.dense_layers - report.dense_ffn[1])
+    assert report.layer_ratio == pytest.approx((report.layers + report.arbitrator) / report.dense_layers)
+    assert report.encoder_ratio == pytest.approx(
+        (report.subsampling + report.arbitrator + report.layers) / (report.subsampling + report.dense_layers)
+    )
+    assert report.gflops_per_second(1.0) == pytest.approx(2 * report.encoder / 1e9)
+
+
+@pytest.mark.parametrize("kv_from_skipped", [False, True])
+def test_expected_ratio_matches_average_of_sampled_hard_ratios(kv_from_skipped):
+    torch.manual_seed(0)
+    encoder = small_encoder(kv_from_skipped=kv_from_skipped)
+    frames = 12
+    probs = torch.rand(2, frames, 3, 2)
+    valid = torch.ones(2, frames, dtype=torch.bool)
+    valid[1, 8:] = False
+    allowed = chunk_attention_mask(frames, 4, 1)
+    expected = float(expected_layer_ratio(encoder, probs, valid, allowed))
+    samples = []
+    for _ in range(400):
+        gates = (torch.rand_like(probs) < probs).float()
+        report = count_macs(encoder, gates, valid, allowed, [0, 0])
+        samples.append(report.layers / report.dense_layers)
+    assert expected == pytest.approx(sum(samples) / len(samples), abs=0.01)
+    assert expected_layer_ratio(encoder, torch.ones_like(probs), valid, allowed) == pytest.approx(1.0)
