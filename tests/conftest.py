@@ -1,10 +1,7 @@
 """Shared fixtures: tiny real ESPnet models and a tiny espeak-ng corpus."""
 
-import io
 import os
 import pathlib
-import shutil
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +13,7 @@ os.environ.setdefault("NLTK_DATA", str(REPO / ".venv" / "nltk_data"))
 import espnet_amortized  # noqa: E402  (registers with ESPnet)
 import torch  # noqa: E402
 
-TOKENS = ["<blank>", "<unk>", "<space>"] + list("ABCDEFGHIKLMNOPRSTUVWY") + ["<sos/eos>"]
+TOKENS = ["<blank>", "<unk>", "<space>"] + list("ABCDEFGHIKLMNOPRSTUVWY") + ["<sos/eos>"]  # as local/make_tiny_corpus.py
 
 
 def small_encoder(**overrides):
@@ -71,45 +68,8 @@ def build_espnet_model(encoder_conf: dict, model_conf: dict, encoder: str = "amo
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-    """Eight espeak-ng utterances at 16 kHz as a Kaldi-style dir (wav.scp, text)."""
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: run local/setup.sh")
-    import soundfile
-    import torchaudio
+    """Eight espeak-ng utterances at 16 kHz as a Kaldi-style dir (wav.scp, text, tokens.txt)."""
+    sys.path.insert(0, str(REPO / "local"))
+    from make_tiny_corpus import make_tiny_corpus
 
-    root = tmp_path_factory.mktemp("tiny corpus")  # a space on purpose
-    sentences = [
-        "the cat sat on the mat", "a dog ran in the park", "she reads a red book",
-        "we go home at night", "the sun is very hot", "he plays the old piano",
-        "birds sing in the tree", "open the blue door",
-    ]
-    voices = ["en", "en+f3", "en-us", "en+m3"]
-    wav_scp, text = [], []
-    for index, sentence in enumerate(sentences):
-        raw = subprocess.run(
-            ["espeak-ng", "-v", voices[index % len(voices)], "--stdout", sentence],
-            capture_output=True, check=True,
-        ).stdout
-        audio, rate = soundfile.read(io.BytesIO(raw), dtype="float32")
-        audio = torchaudio.functional.resample(torch.from_numpy(audio), rate, 16000).numpy()
-        path = root / f"utt{index:02d}.wav"
-        soundfile.write(path, audio, 16000)
-        wav_scp.append(f"utt{index:02d} {path}")
-        text.append(f"utt{index:02d} {sentence.upper()}")
-    (root / "wav.scp").write_text("\n".join(wav_scp) + "\n")
-    (root / "text").write_text("\n".join(text) + "\n")
-    (root / "tokens.txt").write_text("\n".join(TOKENS) + "\n")
-    return root
-
-
-def run_module(module: str, args, cwd, log_name: str):
-    """Run ``python -m module args`` (no shell); fail with the log tail on error."""
-    log = pathlib.Path(cwd) / log_name
-    with open(log, "w") as handle:
-        code = subprocess.run(
-            [sys.executable, "-m", module, *map(str, args)], cwd=cwd, stdout=handle, stderr=subprocess.STDOUT
-        ).returncode
-    if code != 0:
-        tail = "".join(log.read_text().splitlines(True)[-30:])
-        pytest.fail(f"{module} exited {code}; log {log}:\n{tail}")
-    return log
+    return make_tiny_corpus(tmp_path_factory.mktemp("tiny corpus"))  # a space on purpose

@@ -14,7 +14,7 @@ from espnet_amortized.encoder.gates import (
     hard_gates,
 )
 from espnet_amortized.encoder.layers import GatedTransformerLayer, KeyValues
-from espnet_amortized.encoder.masks import chunk_attention_mask, lengths_to_mask
+from espnet_amortized.encoder.masks import chunk_attention_mask, chunk_visibility, lengths_to_mask
 from espnet_amortized.encoder.subsampling import build_subsampling
 
 GATE_UNITS = ("unit", "layer", "none")
@@ -190,80 +190,90 @@ class AmortizedTransformerEncoder(AbsEncoder):
     def _chunk_mean(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int = 0) -> torch.Tensor:
         """One decision per chunk: every frame gets its chunk's mean logit over valid frames.
 
-        logits: (B, T); ``offset`` is the absolute position of frame 0.
+        logits: (B, T, G); ``offset`` is the absolute position of frame 0.
         """
-        logits = logits.unsqueeze(-1)
         batch, length, num = logits.shape
         start = offset % chunk
         padded_length = -(-(start + length) // chunk) * chunk
-        weights = torch.zeros(batch, padded_length, 1, dtype=logits.dtype, device=logits.device)
+        weights = logits.new_zeros(batch, padded_length, 1)
         weights[:, start : start + length, 0] = valid.to(logits.dtype)
         padded = logits.new_zeros(batch, padded_length, num)
         padded[:, start : start + length] = logits
         sums = (padded * weights).view(batch, -1, chunk, num).sum(2)
         counts = weights.view(batch, -1, chunk, 1).sum(2).clamp(min=1.0)
         means = (sums / counts).repeat_interleave(chunk, dim=1)
-        return means[:, start : start + length, 0]
+        return means[:, start : start + length]
 
-    def _unit_logits(self, global_logits, layer_index: int, layer: GatedTransformerLayer, x, unit: int):
-        """Logit (B, T) of one unit, from the global arbitrator or the layer's local gate."""
-        if self.gate_unit == "layer":
-            unit = 0
-        per_layer = 1 if self.gate_unit == "layer" else 2
-        if global_logits is not None:
-            return global_logits[..., layer_index * per_layer + unit]
-        return layer.local_gate(x)[..., unit]
+    def _decisions(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int):
+        """Logits (B, T, L, G) with G gates per layer -> probs and gates (B, T, L, 2).
+
+        With ``gate_unit: layer`` (G = 1) one decision serves both units.
+        """
+        if self.decision_unit == "chunk":
+            shape = logits.shape
+            logits = self._chunk_mean(logits.flatten(2), valid, chunk, offset).view(shape)
+        probs, gates = torch.sigmoid(logits), self._decide(logits)
+        if logits.size(-1) == 1:
+            probs, gates = probs.expand(-1, -1, -1, 2), gates.expand(-1, -1, -1, 2)
+        return probs, gates * valid[:, :, None, None].to(gates.dtype)
 
     # -- the layer stack --------------------------------------------------------
     def _run_layers(
         self,
         x: torch.Tensor,
         valid: torch.Tensor,
-        allowed: torch.Tensor,
+        allowed: Optional[torch.Tensor],
         position: torch.Tensor,
         chunk: int,
         arbitrator_cache: Optional[torch.Tensor] = None,
         kv_cache: Optional[List[Optional[KeyValues]]] = None,
         forced_gates: Optional[torch.Tensor] = None,
     ):
-        """Run every layer on x (B, T, D); returns x, probs, gates, new caches."""
+        """Run every layer on x (B, T, D); returns x, probs, gates, new caches.
+
+        ``probs`` and ``gates`` (B, T, num_blocks, 2) are 1 for a dense
+        encoder; ``gates`` are 0 on padding. ``allowed`` (T, T) is the chunk
+        mask of the dense path (the sparse path evaluates it on positions).
+        """
         batch, length, _ = x.shape
-        probs = x.new_ones(batch, length, self.num_blocks, 2)
-        gates = valid[:, :, None, None].to(x.dtype).repeat(1, 1, self.num_blocks, 2)
-        global_logits, new_arbitrator_cache = None, None
-        if self.arbitrator is not None:
-            global_logits, new_arbitrator_cache = self.arbitrator(x, arbitrator_cache)
+        offset = int(position[0]) if length else 0
+        per_layer = 1 if self.gate_unit == "layer" else 2
+        new_arbitrator_cache = None
+        if not self.gated:
+            probs = gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)
+        elif self.arbitrator is not None:
+            logits, new_arbitrator_cache = self.arbitrator(x, arbitrator_cache)
+            probs, gates = self._decisions(logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset)
+        else:  # local gates: filled in layer by layer, from each unit's input
+            probs, gates = x.new_ones(batch, length, self.num_blocks, 2), x.new_zeros(batch, length, self.num_blocks, 2)
+        if forced_gates is not None and self.gated:
+            gates = forced_gates.to(x.dtype) * valid[:, :, None, None]
         streaming = kv_cache is not None
-        sparse = streaming or (not self.training and self.sparse_inference)
+        visible = chunk_visibility(chunk, self.left_chunks)
+        # A dense encoder (gate_unit "none") runs the plain path offline; streaming
+        # always takes the sparse path, which carries the key/value cache.
+        sparse = streaming or (self.gated and not self.training and self.sparse_inference)
         new_kv: List[Optional[KeyValues]] = []
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
-                gate = None
-                if self.gated:
-                    if unit == FFN and self.gate_unit == "layer":
-                        gate = gates[:, :, index, ATT]
-                    else:
-                        logits = self._unit_logits(global_logits, index, layer, x, unit)
-                        if self.decision_unit == "chunk":
-                            logits = self._chunk_mean(logits, valid, chunk, int(position[0]))
-                        probs[:, :, index, unit] = torch.sigmoid(logits)
-                        gate = self._decide(logits)
-                        if forced_gates is not None:
-                            gate = forced_gates[:, :, index, unit].to(gate.dtype)
-                    gates[:, :, index, unit] = gate * valid
+                if layer.local_gate is not None and (unit == ATT or per_layer == 2) and forced_gates is None:
+                    logits = layer.local_gate(x)[:, :, None, unit : unit + 1]  # unit is ATT when per_layer is 1
+                    unit_probs, unit_gates = self._decisions(logits, valid, chunk, offset)
+                    units = slice(unit, unit + 1) if per_layer == 2 else slice(0, 2)
+                    probs[:, :, index, units] = unit_probs[:, :, 0, units]
+                    gates[:, :, index, units] = unit_gates[:, :, 0, units]
+                gate = gates[:, :, index, unit] if self.gated else None
                 if sparse:
-                    execute = valid if gate is None else valid & (gate > 0.5)
+                    execute = valid if gate is None else gate > 0.5
                     if unit == ATT:
                         provides_key = valid if self.kv_from_skipped else execute
                         past = kv_cache[index] if streaming else None
-                        x, keys = layer.attention_sparse(x, execute, provides_key, allowed, position, past)
+                        x, keys = layer.attention_sparse(x, execute, provides_key, visible, position, past)
                         new_kv.append(_concat_kv(past, keys))
                     else:
                         x = layer.ffn_sparse(x, execute)
                 elif unit == ATT:
-                    key_gate = None
-                    if gate is not None and not self.kv_from_skipped:
-                        key_gate = gate > 0.5
+                    key_gate = None if gate is None or self.kv_from_skipped else gate > 0.5
                     x = layer.attention_dense(x, allowed, valid, gate, key_gate)
                 else:
                     x = layer.ffn_dense(x, gate)
@@ -312,9 +322,14 @@ class AmortizedTransformerEncoder(AbsEncoder):
         return self.after_norm(x), valid.sum(dim=1), None
 
     # -- streaming ------------------------------------------------------------------
-    def init_state(self) -> Dict:
-        """State for ``forward_chunk`` at the start of an utterance (batch of equal lengths)."""
+    def init_state(self, forced_gates: Optional[torch.Tensor] = None) -> Dict:
+        """State for ``forward_chunk`` at the start of an utterance (batch of equal lengths).
+
+        ``forced_gates`` (B, T', num_blocks, 2), indexed by subsampled frame,
+        replaces the arbitrator's decisions (tests and benchmarks).
+        """
         return {
+            "forced_gates": forced_gates,
             "features": None,  # input frames not yet consumed by the subsampling
             "frames": None,  # subsampled frames waiting for a full chunk
             "produced": 0,  # subsampled frames produced so far (positional encoding)
@@ -370,9 +385,12 @@ class AmortizedTransformerEncoder(AbsEncoder):
             first_visible = (start // self.chunk_size - self.left_chunks) * self.chunk_size
             state["kv"] = [_drop_before(kv, first_visible) for kv in state["kv"]]
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
-        allowed = torch.ones(length, length, dtype=torch.bool, device=x.device)
+        allowed = None  # the sparse path evaluates the chunk mask on positions
+        forced = state["forced_gates"]
+        if forced is not None:
+            forced = forced[:, start : start + length]
         x, _, gates, arbitrator_cache, kv = self._run_layers(
-            x, valid, allowed, position, self.chunk_size, state["arbitrator"], state["kv"]
+            x, valid, allowed, position, self.chunk_size, state["arbitrator"], state["kv"], forced
         )
         state.update(arbitrator=arbitrator_cache, kv=kv, processed=start + length)
         state["gates"].append(gates)

@@ -9,7 +9,7 @@ Three ways to run a unit, all computing the same function for hard gates:
 - sparse with cached keys/values from earlier chunks (streaming).
 """
 
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -135,7 +135,7 @@ class GatedTransformerLayer(torch.nn.Module):
         x: torch.Tensor,
         execute: torch.Tensor,
         provides_key: torch.Tensor,
-        allowed: torch.Tensor,
+        visible: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         position: torch.Tensor,
         past: Optional[KeyValues] = None,
     ) -> Tuple[torch.Tensor, KeyValues]:
@@ -144,21 +144,24 @@ class GatedTransformerLayer(torch.nn.Module):
         Keys/values are projected for frames with ``provides_key`` (B, T) bool
         (every valid frame, or only executing ones) and, when streaming, come
         also from ``past`` (already restricted to the allowed window).
-        ``allowed`` (T, T) is the chunk mask among the T frames of ``x``, whose
-        absolute positions are ``position`` (T,). Returns the updated ``x`` and
-        the new frames' keys/values for the cache.
+        ``visible(query_positions, key_positions)`` is the chunk mask, evaluated
+        on the absolute positions ``position`` (T,) of the selected frames.
+        Returns the updated ``x`` and the new frames' keys/values for the cache.
         """
-        key_index, key_valid = compact_indices(provides_key)
-        normed_keys = self.norm_att(_gather_frames(x, key_index))
+        if x.size(0) == 1:
+            return self._attention_sparse_single(x, execute[0], provides_key[0], visible, position, past)
+        query_index, query_valid = compact_indices(execute)
+        normed_query = self.norm_att(_gather_frames(x, query_index))
+        if provides_key is execute:  # keys only from executing frames: same gather
+            key_index, key_valid, normed_keys = query_index, query_valid, normed_query
+        else:
+            key_index, key_valid = compact_indices(provides_key)
+            normed_keys = self.norm_att(_gather_frames(x, key_index))
         key, value = self.project_key_value(normed_keys)
         new = KeyValues(key, value, position[key_index], key_valid)
-
-        query_index, query_valid = compact_indices(execute)
         if query_index.size(1) == 0:
             return x, new
-        normed_query = self.norm_att(_gather_frames(x, query_index))
-        rows = allowed[query_index]  # (B, M, T)
-        mask = torch.gather(rows, 2, key_index.unsqueeze(1).expand(-1, rows.size(1), -1))
+        mask = visible(position[query_index].unsqueeze(-1), new.position.unsqueeze(1))
         mask = mask & key_valid.unsqueeze(1)
         if past is not None:
             key = torch.cat([past.key, key], dim=2)
@@ -171,7 +174,33 @@ class GatedTransformerLayer(torch.nn.Module):
         scatter_index = query_index.unsqueeze(-1).expand(-1, -1, self.size)
         return x.scatter_add(1, scatter_index, out), new
 
+    def _attention_sparse_single(self, x, execute, provides_key, visible, position, past):
+        """Batch of one (streaming, batch-1 decoding): no padding, plain index ops."""
+        query_index = execute.nonzero().squeeze(1)
+        normed_query = self.norm_att(x.index_select(1, query_index))
+        if provides_key is execute or torch.equal(provides_key, execute):
+            key_index, normed_keys = query_index, normed_query
+        else:
+            key_index = provides_key.nonzero().squeeze(1)
+            normed_keys = self.norm_att(x.index_select(1, key_index))
+        key, value = self.project_key_value(normed_keys)
+        new = KeyValues(key, value, position[key_index].unsqueeze(0), torch.ones_like(key_index, dtype=torch.bool).unsqueeze(0))
+        if query_index.numel() == 0:
+            return x, new
+        mask = visible(position[query_index].unsqueeze(-1), position[key_index].unsqueeze(0)).unsqueeze(0)
+        if past is not None:
+            key = torch.cat([past.key, key], dim=2)
+            value = torch.cat([past.value, value], dim=2)
+            mask = torch.cat([past.valid.unsqueeze(1).expand(-1, mask.size(1), -1), mask], dim=2)
+        out = self._attend(normed_query, key, value, mask)
+        return x.index_add(1, query_index, out), new
+
     def ffn_sparse(self, x: torch.Tensor, execute: torch.Tensor) -> torch.Tensor:
+        if x.size(0) == 1:
+            index = execute[0].nonzero().squeeze(1)
+            if index.numel() == 0:
+                return x
+            return x.index_add(1, index, self.feed_forward(self.norm_ffn(x.index_select(1, index))))
         flat = x.reshape(-1, self.size)
         index = execute.reshape(-1).nonzero().squeeze(1)
         if index.numel() == 0:

@@ -1,7 +1,7 @@
 import torch
 
 from espnet_amortized.encoder.layers import GatedTransformerLayer, compact_indices
-from espnet_amortized.encoder.masks import chunk_attention_mask
+from espnet_amortized.encoder.masks import chunk_attention_mask, chunk_visibility
 
 
 def test_compact_indices_left_aligns_selected_frames():
@@ -23,7 +23,7 @@ def test_sparse_units_equal_dense_units_with_hard_gates():
     for kv_from_skipped in (False, True):
         provides_key = valid if kv_from_skipped else execute
         dense = layer.attention_dense(x, allowed, valid, execute.float(), None if kv_from_skipped else execute)
-        sparse, _ = layer.attention_sparse(x, execute, provides_key, allowed, position)
+        sparse, _ = layer.attention_sparse(x, execute, provides_key, chunk_visibility(3, 1), position)
         assert torch.allclose(dense[valid], sparse[valid], atol=1e-5)
     assert torch.allclose(layer.ffn_dense(x, execute.float()), layer.ffn_sparse(x, execute), atol=1e-5)
 
@@ -32,6 +32,6 @@ def test_no_executing_frame_is_the_identity():
     layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
     x = torch.randn(1, 5, 32)
     none = torch.zeros(1, 5, dtype=torch.bool)
-    out, _ = layer.attention_sparse(x, none, none, torch.ones(5, 5, dtype=torch.bool), torch.arange(5))
+    out, _ = layer.attention_sparse(x, none, none, chunk_visibility(5, 0), torch.arange(5))
     assert torch.equal(out, x)
     assert torch.equal(layer.ffn_sparse(x, none), x)

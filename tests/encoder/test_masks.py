@@ -32,3 +32,12 @@ def test_nonpositive_chunk_size_is_rejected():
 
 def test_lengths_to_mask():
     assert lengths_to_mask(torch.tensor([3, 1]), 4).tolist() == [[True, True, True, False], [True, False, False, False]]
+
+
+def test_visibility_on_positions_equals_the_mask():
+    from espnet_amortized.encoder.masks import chunk_visibility
+
+    visible = chunk_visibility(3, 1)
+    query, key = torch.tensor([[7], [2]]), torch.tensor([[0, 3, 5, 8]])
+    mask = chunk_attention_mask(9, 3, 1)
+    assert torch.equal(visible(query, key), mask[[7, 2]][:, [0, 3, 5, 8]])

@@ -1,0 +1,135 @@
+"""Run ESPnet's collect_stats, training and decoding through our entry modules.
+
+The recipe stages and the tests call these; each builds an argument list
+(never a shell string), runs ``python -m espnet_amortized.bin.*`` and writes
+the full log next to the outputs. A failing job raises ``RuntimeError``
+naming the log and quoting its tail.
+"""
+
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+from typing import Iterable, Optional, Sequence
+
+log = logging.getLogger(__name__)
+
+SPEECH_TYPES = {"wav.scp": "sound", "feats.scp": "kaldi_ark"}
+
+
+def speech_entry(data_dir: pathlib.Path) -> str:
+    """``path,speech,type`` for ESPnet: features (feats.scp) if present, else audio (wav.scp)."""
+    for name, kind in SPEECH_TYPES.items():
+        if (data_dir / name).is_file():
+            return f"{data_dir / name},speech,{kind}"
+    raise FileNotFoundError(f"{data_dir}: neither feats.scp nor wav.scp")
+
+
+def run_logged(module: str, args: Sequence, log_path: pathlib.Path, threads: Optional[int] = None) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", module, *map(str, args)]
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log.info("%s (log: %s)", " ".join(command[2:4]), log_path)
+    with open(log_path, "w") as handle:
+        handle.write("# " + " ".join(command) + "\n")
+        handle.flush()
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+    if code != 0:
+        tail = "".join(log_path.read_text(errors="replace").splitlines(True)[-25:])
+        raise RuntimeError(f"{module} failed with exit code {code}; see {log_path}:\n{tail}")
+
+
+def _data_args(train_dir: pathlib.Path, valid_dir: pathlib.Path) -> list:
+    args = []
+    for split, data_dir in (("train", train_dir), ("valid", valid_dir)):
+        args += [f"--{split}_data_path_and_name_and_type", speech_entry(data_dir)]
+        args += [f"--{split}_data_path_and_name_and_type", f"{data_dir / 'text'},text,text"]
+    return args
+
+
+def _token_args(token_list: pathlib.Path, token_type: str, bpemodel: Optional[pathlib.Path]) -> list:
+    args = ["--token_list", token_list, "--token_type", token_type, "--use_preprocessor", "true"]
+    if bpemodel is not None:
+        args += ["--bpemodel", bpemodel]
+    return args
+
+
+def collect_stats(
+    config: pathlib.Path,
+    train_dir: pathlib.Path,
+    valid_dir: pathlib.Path,
+    token_list: pathlib.Path,
+    output_dir: pathlib.Path,
+    token_type: str = "char",
+    bpemodel: Optional[pathlib.Path] = None,
+    extra: Iterable[str] = (),
+) -> pathlib.Path:
+    """ESPnet's ``--collect_stats true`` pass: shape files (and feature stats)."""
+    args = ["--collect_stats", "true", "--config", config, "--output_dir", output_dir, "--ngpu", "0"]
+    args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
+    # The shape files of a collect_stats pass are just the key lists.
+    args += ["--train_shape_file", _key_file(train_dir), "--valid_shape_file", _key_file(valid_dir)]
+    run_logged("espnet_amortized.bin.asr_train", args + list(extra), output_dir / "collect_stats.log")
+    vocabulary = sum(1 for line in open(token_list) if line.strip())
+    for split in ("train", "valid"):
+        # As asr.sh does: text shapes get the vocabulary size as a second dimension.
+        source = output_dir / split / "text_shape"
+        lines = [f"{line.rstrip()},{vocabulary}" for line in source.read_text().splitlines() if line.strip()]
+        (output_dir / split / f"text_shape.{token_type}").write_text("\n".join(lines) + "\n")
+    return output_dir
+
+
+def _key_file(data_dir: pathlib.Path) -> pathlib.Path:
+    for name in SPEECH_TYPES:
+        if (data_dir / name).is_file():
+            return data_dir / name
+    raise FileNotFoundError(f"{data_dir}: neither feats.scp nor wav.scp")
+
+
+def train(
+    config: pathlib.Path,
+    train_dir: pathlib.Path,
+    valid_dir: pathlib.Path,
+    token_list: pathlib.Path,
+    stats_dir: pathlib.Path,
+    exp_dir: pathlib.Path,
+    token_type: str = "char",
+    bpemodel: Optional[pathlib.Path] = None,
+    ngpu: int = 0,
+    extra: Iterable[str] = (),
+    threads: Optional[int] = None,
+) -> pathlib.Path:
+    """ESPnet training (resumes from ``exp_dir/checkpoint.pth`` when it exists)."""
+    args = ["--config", config, "--output_dir", exp_dir, "--ngpu", ngpu, "--resume", "true"]
+    args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
+    for split in ("train", "valid"):
+        args += [f"--{split}_shape_file", stats_dir / split / "speech_shape"]
+        args += [f"--{split}_shape_file", stats_dir / split / f"text_shape.{token_type}"]
+    run_logged("espnet_amortized.bin.asr_train", args + list(extra), exp_dir / "train.log", threads)
+    return exp_dir
+
+
+def decode(
+    exp_dir: pathlib.Path,
+    data_dir: pathlib.Path,
+    output_dir: pathlib.Path,
+    decode_config: Optional[pathlib.Path] = None,
+    model_file: str = "valid.loss.ave.pth",
+    extra: Iterable[str] = (),
+) -> pathlib.Path:
+    """ESPnet's offline decoding; hypotheses in ``output_dir/1best_recog/text``."""
+    args = [
+        "--asr_train_config", exp_dir / "config.yaml",
+        "--asr_model_file", exp_dir / model_file,
+        "--data_path_and_name_and_type", speech_entry(data_dir),
+        "--key_file", _key_file(data_dir),
+        "--output_dir", output_dir,
+        "--ngpu", "0",
+    ]
+    if decode_config is not None:
+        args += ["--config", decode_config]
+    run_logged("espnet_amortized.bin.asr_inference", args + list(extra), output_dir / "decode.log", threads=1)
+    return output_dir / "1best_recog" / "text"
