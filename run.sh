@@ -1,63 +1,173 @@
 #!/usr/bin/env bash
-# Demo until the LibriSpeech recipe lands: a tiny espeak-ng corpus, an amortized
-# T-T trained through ESPnet's trainer, decoded through ESPnet's inference.
-#   ./run.sh [--stage N] [--stop_stage M] [--exp DIR]
+# Compute-amortized streaming Transformer-Transducer: LibriSpeech-layout corpus -> WER and compute tables.
+#
+#   ./run.sh [--stage N] [--stop_stage M] [options]     (./run.sh --help lists them)
+#
+# Stages (each guarded by --stage/--stop_stage, each safe to rerun: finished work
+# has a .done marker and is skipped):
+#   0 corpus        synthetic espeak-ng corpus (default) or LibriSpeech download
+#   1 data prep     LibriSpeech layout -> data/<set>/ (wav.scp text utt2spk spk2utt utt2dur rejected.txt)
+#   2 features      80-dim Kaldi fbank -> dump/fbank/<set>/ (ark/scp, feats_shape), global CMVN
+#   3 tokens        sentencepiece -> data/token_list/bpe<nbpe>/ (bpe.model, tokens.txt)
+#   4 training      ESPnet collect_stats + training, one exp/asr_<config>/ per --train_config
+#   5 decoding      batch-1 decoding of every test set with compute and time statistics
+#   6 scoring       WER per test set (score_wer/result.txt) and exp/RESULTS.md
 set -euo pipefail
-log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') ($(basename "$0"):${BASH_LINENO[0]}) $*" >&2; }
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # scripts and configs; outputs go under the current folder
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
 
+# Options (--name value). Lists are space-separated in one argument.
 stage=0
-stop_stage=100
-exp=exp/demo
-train_config=conf/tuning/train_amortized_demo.yaml
+stop_stage=6
+ngpu=0
+nj=2                          # parallel jobs for synthesis, features and decoding
+corpus=synthetic              # synthetic | librispeech
+synthetic_size=default        # tiny | small | default | bench (see local/make_synthetic_librispeech.py)
+librispeech_root=""           # an existing LibriSpeech/ folder (skips the download)
+librispeech_subsets="train-clean-100 dev-clean test-clean test-other"
+download_dir=downloads
+train_set=train_clean_100
+train_subsets=train-clean-100  # LibriSpeech subsets that make up train_set
+valid_set=dev_clean
+test_sets="test_clean test_other"
+train_config="${repo}/conf/train_dense.yaml ${repo}/conf/train_amortized.yaml"
+decode_config=${repo}/conf/decode.yaml
+nbpe=128
+train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
+datadir=data
+expdir=exp
+dumpdir=dump
+
+options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
+  train_set train_subsets valid_set test_sets train_config decode_config nbpe train_args datadir expdir dumpdir"
 while [ $# -gt 0 ]; do
   case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop_stage) stop_stage=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --train_config) train_config=$2; shift 2 ;;
-    *) echo "unknown option: $1" >&2; exit 1 ;;
+    --help|-h)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d'
+      for name in ${options}; do printf '  --%-20s %s\n' "${name}" "${!name}"; done
+      exit 0 ;;
+    --*)
+      name=${1#--}
+      case " $(echo ${options}) " in *" ${name} "*) ;; *) echo "$0: unknown option $1 (see --help)" >&2; exit 1 ;; esac
+      [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
+      printf -v "${name}" '%s' "$2"; shift 2 ;;
+    *) echo "$0: unexpected argument $1 (see --help)" >&2; exit 1 ;;
   esac
 done
 
-cd "$(dirname "$0")"
-[ -x .venv/bin/python ] || { echo "run ./local/setup.sh first" >&2; exit 1; }
-export PATH="$PWD/.venv/bin:$PATH" NLTK_DATA="$PWD/.venv/nltk_data"
-mkdir -p "${exp}"
-echo "$0 $*" >> "${exp}/run.sh.cmd"
+. "${repo}/path.sh"
+. "${repo}/cmd.sh"
+mkdir -p "${expdir}"
+echo "$(date '+%Y-%m-%dT%H:%M:%S') $0 ${*:-}" >> "${expdir}/run.sh.cmd"
+run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+model_tag() { local name; name=$(basename "$1"); name=${name%.yaml}; echo "${name#train_}"; }
 
-if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ] && [ ! -f "${exp}/data/.done" ]; then
-  log "stage 0: tiny espeak-ng corpus -> ${exp}/data"
-  python local/make_tiny_corpus.py "${exp}/data" --repeat 4
-  touch "${exp}/data/.done"
+all_sets="${train_set} ${valid_set} ${test_sets}"
+token_dir=${datadir}/token_list/bpe${nbpe}
+
+if run_stage 0; then
+  if [ -n "${librispeech_root}" ]; then
+    log "stage 0: using the LibriSpeech copy at ${librispeech_root}"
+  elif [ "${corpus}" = synthetic ]; then
+    librispeech_root="${download_dir}/synthetic_${synthetic_size}/LibriSpeech"
+    if [ ! -f "${librispeech_root}/.done" ]; then
+      log "stage 0: synthetic corpus (${synthetic_size}) -> ${librispeech_root}"
+      python "${repo}/local/make_synthetic_librispeech.py" --out "${download_dir}/synthetic_${synthetic_size}" \
+        --size "${synthetic_size}" --nj "${nj}"
+      touch "${librispeech_root}/.done"
+    fi
+  else
+    log "stage 0: LibriSpeech (${librispeech_subsets}) -> ${download_dir}"
+    python "${repo}/local/download_librispeech.py" --out "${download_dir}" --subsets ${librispeech_subsets}
+    librispeech_root="${download_dir}/LibriSpeech"
+  fi
+fi
+if [ -z "${librispeech_root}" ]; then
+  if [ "${corpus}" = synthetic ]; then librispeech_root="${download_dir}/synthetic_${synthetic_size}/LibriSpeech";
+  else librispeech_root="${download_dir}/LibriSpeech"; fi
 fi
 
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-  log "stage 1: collect stats + train (${train_config}) -> ${exp}/model"
-  python - "${exp}" "${train_config}" <<'PY'
-import pathlib, sys
-from espnet_amortized.recipe import espnet_jobs
-exp, config = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-data = exp / "data"
-stats = espnet_jobs.collect_stats(config, data, data, data / "tokens.txt", exp / "stats")
-espnet_jobs.train(config, data, data, data / "tokens.txt", stats, exp / "model")
-PY
+if run_stage 1; then
+  for set in ${all_sets}; do
+    if [ ! -f "${datadir}/${set}/.done" ]; then
+      subsets=${set//_/-}; [ "${set}" = "${train_set}" ] && subsets=${train_subsets}
+      log "stage 1: data prep ${set} (${subsets})"
+      # shellcheck disable=SC2086
+      python "${repo}/local/data_prep.py" --librispeech_root "${librispeech_root}" --subset ${subsets} --out "${datadir}/${set}"
+      touch "${datadir}/${set}/.done"
+    fi
+  done
 fi
 
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  log "stage 2: decode -> ${exp}/decode"
-  python - "${exp}" <<'PY'
-import pathlib, re, sys
-import jiwer
-from espnet_amortized.recipe import espnet_jobs
-exp = pathlib.Path(sys.argv[1])
-hyp_file = espnet_jobs.decode(exp / "model", exp / "data", exp / "decode", model_file="valid.loss.best.pth")
-read = lambda p: dict((l.split(" ", 1) + [""])[:2] for l in p.read_text().splitlines())
-ref, hyp = read(exp / "data" / "text"), read(hyp_file)
-keys = sorted(ref)
-wer = jiwer.wer([ref[k] for k in keys], [hyp.get(k, "") for k in keys])
-log = (exp / "model" / "train.log").read_text()
-ratio = re.findall(r"\[valid\].*?compute_ratio=([0-9.]+)", log)
-print(f"demo: WER {100 * wer:.1f}% on {len(keys)} training utterances; valid compute_ratio {ratio[-1] if ratio else 'n/a'}")
-PY
+if run_stage 2; then
+  for set in ${all_sets}; do
+    out="${dumpdir}/fbank/${set}"
+    if [ ! -f "${out}/.done" ]; then
+      log "stage 2: fbank ${set} (${nj} jobs)"
+      cmvn=(); [ "${set}" = "${train_set}" ] && cmvn=(--cmvn_out "${out}/cmvn.npz")
+      python "${repo}/local/features.py" --data "${datadir}/${set}" --out "${out}" --nj "${nj}" "${cmvn[@]}"
+      touch "${out}/.done"
+    fi
+  done
 fi
-log "done"
+
+if run_stage 3 && [ ! -f "${token_dir}/.done" ]; then
+  log "stage 3: sentencepiece (${nbpe}) -> ${token_dir}"
+  python "${repo}/local/tokens.py" --text "${dumpdir}/fbank/${train_set}/text" --nbpe "${nbpe}" --out "${token_dir}"
+  touch "${token_dir}/.done"
+fi
+
+if run_stage 4; then
+  pids=()
+  for config in ${train_config}; do
+    tag=$(model_tag "${config}")
+    exp="${expdir}/asr_${tag}"
+    [ -f "${exp}/.done" ] && continue
+    log "stage 4: training ${tag} (${config}) -> ${exp}"
+    mkdir -p "${exp}"
+    # Models train side by side, one thread each (ESPnet resumes an interrupted run).
+    # shellcheck disable=SC2086
+    ${train_cmd} --num_threads 1 --gpu "${ngpu}" "${exp}/launch.log" \
+      python -m espnet_amortized.recipe.espnet_jobs train --config "${config}" \
+        --train_dir "${dumpdir}/fbank/${train_set}" --valid_dir "${dumpdir}/fbank/${valid_set}" \
+        --token_list "${token_dir}/tokens.txt" --token_type bpe --bpemodel "${token_dir}/bpe.model" \
+        --stats_dir "${expdir}/stats_${tag}" --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 -- \
+        --input_size 80 --normalize global_mvn --normalize_conf "stats_file=${dumpdir}/fbank/${train_set}/cmvn.npz" \
+        ${train_args} \
+      && touch "${exp}/.done" &
+    pids+=($!)
+  done
+  failed=0
+  for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
+  [ "${failed}" -eq 0 ] || { log "stage 4: ${failed} training job(s) failed: see ${expdir}/asr_*/train.log"; exit 1; }
+fi
+
+if run_stage 5; then
+  pids=()
+  for config in ${train_config}; do
+    exp="${expdir}/asr_$(model_tag "${config}")"
+    for set in ${test_sets}; do
+      out="${exp}/decode_${set}"
+      [ -f "${out}/.done" ] && continue
+      log "stage 5: decoding ${set} with ${exp}"
+      ${decode_cmd} --num_threads 1 "${out}/decode.log" \
+        python -m espnet_amortized.bin.asr_decode --asr_train_config "${exp}/config.yaml" \
+          --asr_model_file "${exp}/valid.loss.ave.pth" --data "${dumpdir}/fbank/${set}" \
+          --output_dir "${out}" --config "${decode_config}" \
+        && touch "${out}/.done" &
+      pids+=($!)
+      # At most nj decoding jobs at once.
+      if [ "${#pids[@]}" -ge "${nj}" ]; then wait "${pids[0]}" || exit 1; pids=("${pids[@]:1}"); fi
+    done
+  done
+  for pid in "${pids[@]}"; do wait "${pid}" || { log "stage 5: a decoding job failed: see ${expdir}/asr_*/decode_*/decode.log"; exit 1; }; done
+fi
+
+if run_stage 6; then
+  log "stage 6: scoring -> ${expdir}/RESULTS.md"
+  exps=()
+  for config in ${train_config}; do exps+=("${expdir}/asr_$(model_tag "${config}")"); done
+  python "${repo}/local/report.py" --dumpdir "${dumpdir}/fbank" --test_sets ${test_sets} --exps "${exps[@]}" \
+    --out "${expdir}/RESULTS.md"
+fi
+log "done (stages ${stage}-${stop_stage})"

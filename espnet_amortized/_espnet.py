@@ -53,3 +53,9 @@ def speech2text_class():
     from espnet2.bin.asr_inference import Speech2Text
 
     return Speech2Text
+
+
+def asr_task_class():
+    from espnet2.tasks.asr import ASRTask
+
+    return ASRTask

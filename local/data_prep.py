@@ -65,20 +65,28 @@ def audio_info(path: pathlib.Path):
     return soundfile.info(str(path))
 
 
-def prepare(librispeech_root: pathlib.Path, subset: str, out: pathlib.Path) -> PrepReport:
-    subset_dir = librispeech_root / subset
-    if not subset_dir.is_dir():
-        raise FileNotFoundError(f"{subset_dir}: no such subset folder (expected LibriSpeech/<subset>/<speaker>/<chapter>/)")
+def prepare(librispeech_root: pathlib.Path, subsets, out: pathlib.Path) -> PrepReport:
+    """One data dir from one or more subsets (e.g. the three training subsets of LibriSpeech 960 h)."""
+    subsets = [subsets] if isinstance(subsets, str) else list(subsets)
+    chapter_dirs = []
+    for subset in subsets:
+        subset_dir = librispeech_root / subset
+        if not subset_dir.is_dir():
+            raise FileNotFoundError(
+                f"{subset_dir}: no such subset folder (expected LibriSpeech/<subset>/<speaker>/<chapter>/)"
+            )
+        chapter_dirs += sorted(p for p in subset_dir.glob("*/*") if p.is_dir())
     report = PrepReport()
     entries = {}
-    for chapter_dir in sorted(p for p in subset_dir.glob("*/*") if p.is_dir()):
+    for chapter_dir in chapter_dirs:
         speaker, chapter = chapter_dir.parent.name, chapter_dir.name
         trans = chapter_dir / f"{speaker}-{chapter}.trans.txt"
         transcripts = read_transcripts(trans, report) if trans.is_file() else {}
         if not trans.is_file():
             report.rejected.append((f"{speaker}-{chapter}", "no transcript file", str(trans)))
         audio = {p.stem: p for p in chapter_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES}
-        for utterance in sorted(set(audio) - set(transcripts)):
+        already_reported = {key for key, _, _ in report.rejected}  # e.g. an empty transcript line
+        for utterance in sorted(set(audio) - set(transcripts) - already_reported):
             if trans.is_file():
                 report.rejected.append((utterance, "no transcript line", str(audio[utterance])))
             else:
@@ -102,7 +110,7 @@ def prepare(librispeech_root: pathlib.Path, subset: str, out: pathlib.Path) -> P
             entries[utterance] = (path, transcripts[utterance], speaker, info.frames / info.samplerate)
     report.kept = len(entries)
     write_data_dir(out, entries, report)
-    log.info("%s: %s", subset, report.summary())
+    log.info("%s: %s", " + ".join(subsets), report.summary())
     return report
 
 
@@ -130,13 +138,13 @@ def write_data_dir(out: pathlib.Path, entries: Dict, report: PrepReport) -> None
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--librispeech_root", type=pathlib.Path, required=True, help="the LibriSpeech/ folder")
-    parser.add_argument("--subset", required=True, help="e.g. train-clean-100")
+    parser.add_argument("--subset", nargs="+", required=True, help="e.g. train-clean-100 (several: one data dir)")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="data dir to write")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (data_prep) %(message)s")
     report = prepare(args.librispeech_root, args.subset, args.out)
     if report.kept == 0:
-        raise SystemExit(f"{args.subset}: no usable utterance under {args.librispeech_root}; see {args.out}/rejected.txt")
+        raise SystemExit(f"{' '.join(args.subset)}: no usable utterance under {args.librispeech_root}; see {args.out}/rejected.txt")
 
 
 if __name__ == "__main__":

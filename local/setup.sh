@@ -54,4 +54,4 @@ for rel in ("taggers/averaged_perceptron_tagger_eng.zip", "corpora/cmudict.zip")
     zipfile.ZipFile(path, "w").close()
 PY
 fi
-log "done: source path.sh (or use .venv/bin/python)"
+log "done: . path.sh puts .venv on PATH"

@@ -7,13 +7,15 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The recipe's helpers in local/ are scripts (they do not import ESPnet); tests import them by name.
+sys.path.insert(0, str(REPO / "local"))
 # ESPnet's import asks nltk for data it does not need; local/setup.sh makes empty stand-ins.
 os.environ.setdefault("NLTK_DATA", str(REPO / ".venv" / "nltk_data"))
 
 import espnet_amortized  # noqa: E402  (registers with ESPnet)
 import torch  # noqa: E402
 
-TOKENS = ["<blank>", "<unk>", "<space>"] + list("ABCDEFGHIKLMNOPRSTUVWY") + ["<sos/eos>"]  # as local/make_tiny_corpus.py
+TOKENS = ["<blank>", "<unk>", "<space>"] + list("ABCDEFGHIKLMNOPRSTUVWY") + ["<sos/eos>"]
 
 
 def small_encoder(**overrides):
@@ -67,9 +69,20 @@ def build_espnet_model(encoder_conf: dict, model_conf: dict, encoder: str = "amo
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory):
-    """Eight espeak-ng utterances at 16 kHz as a Kaldi-style dir (wav.scp, text, tokens.txt)."""
-    sys.path.insert(0, str(REPO / "local"))
-    from make_tiny_corpus import make_tiny_corpus
+def synthetic_librispeech(tmp_path_factory):
+    """The recipe's synthetic corpus at its tiny size (72 utterances), under a path with a space."""
+    from make_synthetic_librispeech import generate
 
-    return make_tiny_corpus(tmp_path_factory.mktemp("tiny corpus"))  # a space on purpose
+    return generate(tmp_path_factory.mktemp("synthetic corpus"), size="tiny", seed=0, nj=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(synthetic_librispeech, tmp_path_factory):
+    """dev-clean of the tiny corpus as a Kaldi data dir (wav.scp of FLAC files, text) plus a char token list."""
+    from data_prep import prepare
+
+    out = tmp_path_factory.mktemp("tiny data")
+    prepare(synthetic_librispeech, "dev-clean", out)
+    characters = sorted({c for line in (out / "text").read_text().splitlines() for c in line.split(maxsplit=1)[1]} - {" "})
+    (out / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", "<space>", *characters, "<sos/eos>"]) + "\n")
+    return out

@@ -133,3 +133,45 @@ def decode(
         args += ["--config", decode_config]
     run_logged("espnet_amortized.bin.asr_inference", args + list(extra), output_dir / "decode.log", threads=1)
     return output_dir / "1best_recog" / "text"
+
+
+def get_parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Run ESPnet's collect_stats + training for the recipe (arguments after -- go to ESPnet).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train_parser = sub.add_parser("train", help="collect stats (once) and train (resumes)")
+    train_parser.add_argument("--config", type=pathlib.Path, required=True)
+    train_parser.add_argument("--train_dir", type=pathlib.Path, required=True)
+    train_parser.add_argument("--valid_dir", type=pathlib.Path, required=True)
+    train_parser.add_argument("--token_list", type=pathlib.Path, required=True)
+    train_parser.add_argument("--token_type", default="bpe")
+    train_parser.add_argument("--bpemodel", type=pathlib.Path)
+    train_parser.add_argument("--stats_dir", type=pathlib.Path, required=True)
+    train_parser.add_argument("--exp_dir", type=pathlib.Path, required=True)
+    train_parser.add_argument("--ngpu", type=int, default=0)
+    train_parser.add_argument("--threads", type=int)
+    train_parser.add_argument("espnet_args", nargs="*", help="extra ESPnet options (after --)")
+    return parser
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (espnet_jobs) %(message)s")
+    args = get_parser().parse_args(argv)
+    if args.command == "train":
+        common = dict(token_type=args.token_type, bpemodel=args.bpemodel)
+        if not (args.stats_dir / "train" / f"text_shape.{args.token_type}").is_file():
+            collect_stats(
+                args.config, args.train_dir, args.valid_dir, args.token_list, args.stats_dir,
+                extra=list(args.espnet_args) + ["--num_workers", "0"], **common,
+            )
+        train(
+            args.config, args.train_dir, args.valid_dir, args.token_list, args.stats_dir, args.exp_dir,
+            ngpu=args.ngpu, extra=args.espnet_args, threads=args.threads, **common,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Decode a data dir with ESPnet's ``Speech2Text`` and record compute and time per utterance.
+
+    python -m espnet_amortized.bin.asr_decode --asr_train_config exp/m/config.yaml \
+        --asr_model_file exp/m/valid.loss.ave.pth --data dump/fbank/test_clean \
+        --output_dir exp/m/decode_test_clean [--config conf/decode.yaml] [--gate_threshold 0.5]
+
+Batch 1, one utterance after the other (``--threads`` CPU threads). Reads
+``feats.scp`` (kaldiio) if the data dir has one, else ``wav.scp``. Writes
+ESPnet's layout (``1best_recog/text``, ``token``, ``score``) plus
+``compute.jsonl`` (per utterance: audio seconds, decode and encoder seconds,
+MACs, compute ratios, per-layer unit rates) and ``summary.json``. For the
+``amortized_transformer`` the MACs come from its counter (exactly what ran);
+for any other encoder from ``torch.utils.flop_counter`` (matmuls and
+convolutions, 2 FLOPs per MAC).
+"""
+
+import argparse
+import json
+import logging
+import pathlib
+import time
+from typing import Dict, Iterator, Tuple
+
+import numpy as np
+import torch
+import yaml
+
+from espnet_amortized import register
+from espnet_amortized._espnet import speech2text_class
+from espnet_amortized.compute import count_macs
+
+register()
+log = logging.getLogger("asr_decode")
+FRAME_SHIFT_S = 0.01
+
+
+def iterate_data(data_dir: pathlib.Path) -> Iterator[Tuple[str, np.ndarray, float]]:
+    """(key, speech, seconds): fbank frames from feats.scp, or samples from wav.scp."""
+    feats = data_dir / "feats.scp"
+    if feats.is_file():
+        import kaldiio
+
+        for key, features in kaldiio.load_scp_sequential(str(feats)):
+            yield key, features, features.shape[0] * FRAME_SHIFT_S
+        return
+    import soundfile
+
+    for line in (data_dir / "wav.scp").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            key, path = line.split(maxsplit=1)
+            audio, rate = soundfile.read(path, dtype="float32")
+            yield key, audio, audio.shape[0] / rate
+
+
+def _flop_counted_macs(encoder, inputs) -> float:
+    """MACs of ``encoder(*inputs)`` counted by torch's flop counter (2 FLOPs per MAC)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        encoder(*inputs)
+    return counter.get_total_flops() / 2
+
+
+class ComputeProbe:
+    """Times the encoder's forward (torch forward hooks) and reads what it executed."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+        self.encoder_seconds = 0.0
+        self.inputs = None
+        self._start = 0.0
+
+    def __enter__(self):
+        def before(module, inputs):
+            self.inputs = inputs
+            self._start = time.perf_counter()
+
+        def after(module, inputs, output):
+            self.encoder_seconds += time.perf_counter() - self._start
+
+        self.handles = [self.encoder.register_forward_pre_hook(before), self.encoder.register_forward_hook(after)]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+    def measure(self, seconds: float) -> Dict:
+        info = getattr(self.encoder, "gate_info", None)
+        if info is not None:
+            report = count_macs(self.encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist())
+            result = report.as_dict()
+        else:  # any other encoder: count what its forward multiplies
+            macs = _flop_counted_macs(self.encoder, self.inputs)
+            result = {"macs_encoder": macs, "macs_dense_encoder": macs, "compute_ratio_layers": 1.0,
+                      "compute_ratio_encoder": 1.0}
+        result["gflops_per_second"] = 2.0 * result["macs_encoder"] / 1e9 / max(seconds, 1e-9)
+        return result
+
+
+def decode(args) -> Dict:
+    torch.set_num_threads(args.threads)
+    options = yaml.safe_load(args.config.read_text()) if args.config else {}
+    options = options or {}
+    speech2text = speech2text_class()(
+        asr_train_config=args.asr_train_config,
+        asr_model_file=args.asr_model_file,
+        device="cpu",
+        beam_size=options.get("beam_size", 4),
+        ctc_weight=options.get("ctc_weight", 0.0),
+        lm_weight=0.0,
+        nbest=1,
+        transducer_conf=options.get("transducer_conf"),
+        maxlenratio=options.get("maxlenratio", 0.0),
+        minlenratio=options.get("minlenratio", 0.0),
+    )
+    model = speech2text.asr_model
+    encoder = model.encoder
+    if args.gate_threshold is not None:
+        if not hasattr(encoder, "gate_threshold"):
+            raise ValueError(f"--gate_threshold: the encoder {type(encoder).__name__} has no gates")
+        if not 0.0 <= args.gate_threshold <= 1.0:
+            raise ValueError(f"--gate_threshold must be in [0, 1], got {args.gate_threshold}")
+        encoder.gate_threshold = args.gate_threshold
+    out = args.output_dir / "1best_recog"
+    out.mkdir(parents=True, exist_ok=True)
+    texts, tokens, scores, records = [], [], [], []
+    from tqdm import tqdm
+
+    with ComputeProbe(encoder) as probe:
+        for key, speech, seconds in tqdm(list(iterate_data(args.data)), desc=f"decoding {args.data.name}", unit="utt"):
+            probe.encoder_seconds = 0.0
+            start = time.perf_counter()
+            with torch.no_grad():
+                results = speech2text(speech)
+            elapsed = time.perf_counter() - start
+            text, token, _, hypothesis = results[0]
+            texts.append(f"{key} {text}")
+            tokens.append(f"{key} {' '.join(token)}")
+            scores.append(f"{key} {float(hypothesis.score):.4f}")
+            record = {"key": key, "seconds": seconds, "decode_seconds": elapsed, "encoder_seconds": probe.encoder_seconds}
+            record.update(probe.measure(seconds))
+            records.append(record)
+    for name, lines in (("text", texts), ("token", tokens), ("score", scores)):
+        (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with open(args.output_dir / "compute.jsonl", "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    summary = summarize(records)
+    summary["gate_threshold"] = getattr(encoder, "gate_threshold", None)
+    summary["encoder"] = type(encoder).__name__
+    (args.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("%s: %s", args.output_dir, json.dumps(summary))
+    return summary
+
+
+def summarize(records) -> Dict:
+    audio = sum(r["seconds"] for r in records)
+    macs = sum(r["macs_encoder"] for r in records)
+    dense = sum(r["macs_dense_encoder"] for r in records)
+    summary = {
+        "utterances": len(records),
+        "audio_seconds": audio,
+        "rtf": sum(r["decode_seconds"] for r in records) / max(audio, 1e-9),
+        "encoder_rtf": sum(r["encoder_seconds"] for r in records) / max(audio, 1e-9),
+        "gflops_per_second": 2.0 * macs / 1e9 / max(audio, 1e-9),
+        "compute_ratio_encoder": macs / max(dense, 1e-9),
+    }
+    if all("macs_layers" in r for r in records):
+        layers = sum(r["macs_layers"] + r["macs_arbitrator"] for r in records)
+        summary["compute_ratio_layers"] = layers / max(sum(r["macs_dense_layers"] for r in records), 1e-9)
+        frames = np.array([r["frames"] for r in records], dtype=float)
+        for unit in ("attention", "ffn"):
+            rates = np.array([r["unit_rates"][unit] for r in records])
+            summary[f"{unit}_rates"] = ((rates * frames[:, None]).sum(0) / frames.sum()).tolist()
+    else:
+        summary["compute_ratio_layers"] = 1.0
+    return summary
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--asr_train_config", type=pathlib.Path, required=True)
+    parser.add_argument("--asr_model_file", type=pathlib.Path, required=True)
+    parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with feats.scp or wav.scp")
+    parser.add_argument("--output_dir", type=pathlib.Path, required=True)
+    parser.add_argument("--config", type=pathlib.Path, help="decode YAML: beam_size, transducer_conf, ...")
+    parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
+    parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def main(argv=None) -> Dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s (asr_decode) %(message)s")
+    return decode(get_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Score every decoded test set and gather WER, compute and speed into one table.
+
+    python local/report.py --dumpdir dump/fbank --test_sets test_clean test_other \
+        --exps exp/asr_dense exp/asr_amortized --out exp/RESULTS.md
+
+For each experiment and test set: ``score_wer/`` (local/score.py) from
+``decode_<set>/1best_recog/text``, and the compute summary the decoder wrote
+(``decode_<set>/summary.json``). Prints the table, writes it as Markdown to
+--out and as JSON next to it.
+"""
+
+import argparse
+import json
+import pathlib
+import platform
+import time
+
+from score import score
+
+
+def count_parameters(model_file: pathlib.Path) -> int:
+    import torch
+
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    return sum(tensor.numel() for name, tensor in state.items() if tensor.is_floating_point() and "num_updates" not in name)
+
+
+def gather(dumpdir: pathlib.Path, test_sets, exps):
+    rows = []
+    for exp in exps:
+        model_file = exp / "valid.loss.ave.pth"
+        parameters = count_parameters(model_file) if model_file.is_file() else None
+        for test_set in test_sets:
+            decode = exp / f"decode_{test_set}"
+            hyp = decode / "1best_recog" / "text"
+            if not hyp.is_file():
+                raise FileNotFoundError(f"{hyp} is missing: run stage 5 (decoding) first")
+            wer = score(dumpdir / test_set / "text", hyp, decode / "score_wer")
+            summary = json.loads((decode / "summary.json").read_text())
+            rows.append(
+                {
+                    "model": exp.name, "test_set": test_set, "parameters": parameters,
+                    "wer": wer["err"], "sub": wer["sub"], "del": wer["del"], "ins": wer["ins"],
+                    "sentences": wer["sentences"], "words": wer["words"],
+                    "compute_ratio_layers": summary.get("compute_ratio_layers"),
+                    "compute_ratio_encoder": summary.get("compute_ratio_encoder"),
+                    "gflops_per_second": summary["gflops_per_second"],
+                    "rtf": summary["rtf"], "encoder_rtf": summary["encoder_rtf"],
+                    "gate_threshold": summary.get("gate_threshold"),
+                }
+            )
+    return rows
+
+
+def format_markdown(rows) -> str:
+    header = (
+        "| model | params | test set | WER % (S/D/I) | compute ratio layers | compute ratio encoder "
+        "| GFLOPs / audio s | RTF | encoder RTF |"
+    )
+    lines = [header, "|" + "---|" * 9]
+    for r in rows:
+        params = f"{r['parameters'] / 1e6:.2f} M" if r["parameters"] else "-"
+        lines.append(
+            f"| {r['model']} | {params} | {r['test_set']} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
+            f"| {r['compute_ratio_layers']:.3f} | {r['compute_ratio_encoder']:.3f} | {r['gflops_per_second']:.3f} "
+            f"| {r['rtf']:.4f} | {r['encoder_rtf']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dumpdir", type=pathlib.Path, required=True, help="folder of the test sets' text files")
+    parser.add_argument("--test_sets", nargs="+", required=True)
+    parser.add_argument("--exps", type=pathlib.Path, nargs="+", required=True)
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    args = parser.parse_args(argv)
+    rows = gather(args.dumpdir, args.test_sets, args.exps)
+    table = format_markdown(rows)
+    machine = f"{platform.node()}, {platform.machine()}, {platform.processor() or 'cpu'}"
+    text = (
+        f"# Results ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
+        "Batch-1 decoding on the CPU, 1 thread (see each decode_*/summary.json); compute ratios are executed/dense "
+        "MACs (layers: the gated layers plus the arbitrator; encoder: with the subsampling).\n"
+        f"Machine: {machine}.\n\n{table}"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+import json
+
+from report import format_markdown, gather
+
+
+def test_gather_scores_and_reads_compute(tmp_path):
+    dump = tmp_path / "dump"
+    (dump / "test_clean").mkdir(parents=True)
+    (dump / "test_clean" / "text").write_text("1-1-0000 A B C D\n")
+    for model, hypothesis, ratio in (("asr_dense", "A B C D", 1.0), ("asr_amortized", "A B C", 0.4)):
+        decode = tmp_path / model / "decode_test_clean"
+        (decode / "1best_recog").mkdir(parents=True)
+        (decode / "1best_recog" / "text").write_text(f"1-1-0000 {hypothesis}\n")
+        (decode / "summary.json").write_text(json.dumps({
+            "compute_ratio_layers": ratio, "compute_ratio_encoder": ratio, "gflops_per_second": 1.5 * ratio,
+            "rtf": 0.02, "encoder_rtf": 0.01, "gate_threshold": 0.5,
+        }))
+    rows = gather(dump, ["test_clean"], [tmp_path / "asr_dense", tmp_path / "asr_amortized"])
+    assert [r["wer"] for r in rows] == [0.0, 25.0]
+    assert rows[1]["compute_ratio_layers"] == 0.4
+    table = format_markdown(rows)
+    assert "| asr_amortized | - | test_clean | 25.00 (0.0/25.0/0.0) | 0.400 |" in table

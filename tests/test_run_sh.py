@@ -1,0 +1,66 @@
+"""The whole recipe, end to end, on the tiny synthetic corpus (one short epoch per model)."""
+
+import pathlib
+import subprocess
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY_TRAINING = "--max_epoch 1 --batch_bins 200000 --num_workers 0"
+
+
+def _run(work, *args):
+    command = ["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--nj", "2", "--nbpe", "48",
+               "--train_args", TINY_TRAINING, *args]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"run.sh {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    work = tmp_path_factory.mktemp("recipe run")  # a space in every path
+    log = _run(work)
+    return work, log
+
+
+def test_all_stages_produce_their_outputs(recipe):
+    work, log = recipe
+    for stage in range(7):
+        assert f"stage {stage}" in log
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur", "rejected.txt"):
+        assert (work / "data" / "test_other" / name).is_file()
+    assert (work / "dump" / "fbank" / "train_clean_100" / "cmvn.npz").is_file()
+    tokens = (work / "data" / "token_list" / "bpe48" / "tokens.txt").read_text().splitlines()
+    assert tokens[0] == "<blank>" and tokens[-1] == "<sos/eos>"
+    for model in ("dense", "amortized"):
+        for test_set in ("test_clean", "test_other"):
+            decode = work / "exp" / f"asr_{model}" / f"decode_{test_set}"
+            assert "Sum/Avg" in (decode / "score_wer" / "result.txt").read_text()
+            assert (decode / "compute.jsonl").read_text().count("\n") == 8
+    results = (work / "exp" / "RESULTS.md").read_text()
+    assert results.count("| asr_dense |") == 2 and results.count("| asr_amortized |") == 2
+    assert "run.sh" in (work / "exp" / "run.sh.cmd").read_text()
+
+
+def test_rerun_of_a_finished_stage_does_no_work(recipe):
+    work, _ = recipe
+    scp = work / "dump" / "fbank" / "test_clean" / "feats.scp"
+    before = scp.stat().st_mtime_ns
+    log = _run(work, "--stage", "2", "--stop_stage", "2")
+    assert "fbank" not in log and scp.stat().st_mtime_ns == before
+
+
+def test_deleted_dump_is_regenerated(recipe):
+    import shutil
+
+    work, _ = recipe
+    shutil.rmtree(work / "dump" / "fbank" / "dev_clean")
+    log = _run(work, "--stage", "2", "--stop_stage", "2")
+    assert "stage 2: fbank dev_clean" in log and (work / "dump" / "fbank" / "dev_clean" / "feats.scp").is_file()
+
+
+def test_unknown_option_is_rejected(tmp_path):
+    result = subprocess.run(["bash", str(REPO / "run.sh"), "--no_such_option", "1"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "unknown option --no_such_option" in result.stderr
