@@ -118,6 +118,19 @@ if run_stage 3 && [ ! -f "${token_dir}/.done" ]; then
 fi
 
 if run_stage 4; then
+  stats_dir="${expdir}/asr_stats_bpe${nbpe}"
+  data_args=(--train_dir "${dumpdir}/fbank/${train_set}" --valid_dir "${dumpdir}/fbank/${valid_set}"
+    --token_list "${token_dir}/tokens.txt" --token_type bpe --bpemodel "${token_dir}/bpe.model" --stats_dir "${stats_dir}")
+  # The fbank features need no frontend; ESPnet normalises them with our global CMVN.
+  feature_args=(--input_size 80 --normalize global_mvn --normalize_conf "stats_file=${dumpdir}/fbank/${train_set}/cmvn.npz")
+  if [ ! -f "${stats_dir}/.done" ]; then
+    log "stage 4: ESPnet collect_stats -> ${stats_dir}"
+    first_config=${train_config%% *}
+    ${train_cmd} --num_threads 2 "${stats_dir}/launch.log" \
+      python -m espnet_amortized.recipe.espnet_jobs collect_stats --config "${first_config}" "${data_args[@]}" -- \
+        "${feature_args[@]}"
+    touch "${stats_dir}/.done"
+  fi
   pids=()
   for config in ${train_config}; do
     tag=$(model_tag "${config}")
@@ -128,12 +141,8 @@ if run_stage 4; then
     # Models train side by side, one thread each (ESPnet resumes an interrupted run).
     # shellcheck disable=SC2086
     ${train_cmd} --num_threads 1 --gpu "${ngpu}" "${exp}/launch.log" \
-      python -m espnet_amortized.recipe.espnet_jobs train --config "${config}" \
-        --train_dir "${dumpdir}/fbank/${train_set}" --valid_dir "${dumpdir}/fbank/${valid_set}" \
-        --token_list "${token_dir}/tokens.txt" --token_type bpe --bpemodel "${token_dir}/bpe.model" \
-        --stats_dir "${expdir}/stats_${tag}" --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 -- \
-        --input_size 80 --normalize global_mvn --normalize_conf "stats_file=${dumpdir}/fbank/${train_set}/cmvn.npz" \
-        ${train_args} \
+      python -m espnet_amortized.recipe.espnet_jobs train --config "${config}" "${data_args[@]}" \
+        --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 -- "${feature_args[@]}" ${train_args} \
       && touch "${exp}/.done" &
     pids+=($!)
   done

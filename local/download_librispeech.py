@@ -82,7 +82,7 @@ def fetch(url: str, destination: pathlib.Path, timeout: float = 60.0) -> pathlib
         total = response.headers.get("Content-Length")
         total = int(total) + offset if total is not None else None
         with open(partial, "ab" if offset else "wb") as handle, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, desc=destination.name
+            total=total, initial=offset, unit="B", unit_scale=True, desc=destination.name, disable=None
         ) as progress:
             for block in iter(lambda: response.read(CHUNK), b""):
                 handle.write(block)

@@ -76,7 +76,7 @@ def _run_job(job):
     # The scp written next to the temporary ark points at the temporary name;
     # it is rewritten to the final name after the rename.
     with kaldiio.WriteHelper(f"ark,scp:{temporary_ark},{temporary_scp}") as writer:
-        for key, path in tqdm(entries, desc=f"fbank job {index}", position=position, unit="utt", leave=False):
+        for key, path in tqdm(entries, desc=f"fbank job {index}", position=position, unit="utt", leave=False, disable=None):
             features = fbank(read_audio(path))
             writer(key, features)
             shapes.append(f"{key} {features.shape[0]},{features.shape[1]}")

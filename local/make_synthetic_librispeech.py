@@ -39,7 +39,7 @@ SUBSETS = ("train-clean-100", "dev-clean", "test-clean", "test-other")
 SIZES: Dict[str, Dict[str, Tuple[int, int, int]]] = {
     "tiny": {"train-clean-100": (6, 2, 4), "dev-clean": (2, 1, 4), "test-clean": (2, 1, 4), "test-other": (2, 1, 4)},
     "small": {"train-clean-100": (20, 2, 15), "dev-clean": (4, 1, 15), "test-clean": (4, 1, 15), "test-other": (4, 1, 15)},
-    "default": {"train-clean-100": (40, 2, 40), "dev-clean": (6, 1, 25), "test-clean": (8, 1, 25), "test-other": (8, 1, 25)},
+    "default": {"train-clean-100": (100, 2, 16), "dev-clean": (6, 1, 25), "test-clean": (8, 1, 25), "test-other": (8, 1, 25)},
     "bench": {"train-clean-100": (50, 2, 60), "dev-clean": (10, 1, 50), "test-clean": (20, 1, 30), "test-other": (20, 1, 30)},
 }
 FIRST_SPEAKER_ID = {"train-clean-100": 100, "dev-clean": 2000, "test-clean": 3000, "test-other": 4000}
@@ -229,7 +229,7 @@ def generate(out: pathlib.Path, size: str = "default", seed: int = 0, nj: int = 
     durations = {}
     with ProcessPoolExecutor(max_workers=max(1, nj)) as pool:
         results = pool.map(_write_utterance, jobs, chunksize=16)
-        for job, duration in tqdm(zip(jobs, results), total=len(jobs), desc="synthesising", unit="utt"):
+        for job, duration in tqdm(zip(jobs, results), total=len(jobs), desc="synthesising", unit="utt", disable=None):
             durations[job[0]] = duration
     for path, lines in transcripts.items():
         path.write_text("\n".join(lines) + "\n")

@@ -64,3 +64,11 @@ def test_deleted_dump_is_regenerated(recipe):
 def test_unknown_option_is_rejected(tmp_path):
     result = subprocess.run(["bash", str(REPO / "run.sh"), "--no_such_option", "1"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1 and "unknown option --no_such_option" in result.stderr
+
+
+@pytest.mark.parametrize("corpus,train_set", [("librispeech_100", "train_clean_100"), ("librispeech", "train_960")])
+def test_egs_entry_points_select_the_corpus(corpus, train_set):
+    result = subprocess.run(["bash", str(REPO / "egs" / corpus / "run.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    options = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.startswith("  --") and len(line.split(None, 1)) == 2)
+    assert options["--corpus"].strip() == "librispeech" and options["--train_set"].strip() == train_set

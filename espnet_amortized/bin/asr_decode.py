@@ -129,7 +129,7 @@ def decode(args) -> Dict:
     from tqdm import tqdm
 
     with ComputeProbe(encoder) as probe:
-        for key, speech, seconds in tqdm(list(iterate_data(args.data)), desc=f"decoding {args.data.name}", unit="utt"):
+        for key, speech, seconds in tqdm(list(iterate_data(args.data)), desc=f"decoding {args.data.name}", unit="utt", disable=None):
             probe.encoder_seconds = 0.0
             start = time.perf_counter()
             with torch.no_grad():

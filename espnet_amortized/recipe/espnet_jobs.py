@@ -18,12 +18,18 @@ log = logging.getLogger(__name__)
 SPEECH_TYPES = {"wav.scp": "sound", "feats.scp": "kaldi_ark"}
 
 
-def speech_entry(data_dir: pathlib.Path) -> str:
-    """``path,speech,type`` for ESPnet: features (feats.scp) if present, else audio (wav.scp)."""
-    for name, kind in SPEECH_TYPES.items():
+def _key_file(data_dir: pathlib.Path) -> pathlib.Path:
+    """The data dir's speech list: features (feats.scp) if present, else audio (wav.scp)."""
+    for name in SPEECH_TYPES:
         if (data_dir / name).is_file():
-            return f"{data_dir / name},speech,{kind}"
+            return data_dir / name
     raise FileNotFoundError(f"{data_dir}: neither feats.scp nor wav.scp")
+
+
+def speech_entry(data_dir: pathlib.Path) -> str:
+    """``path,speech,type`` for ESPnet's data options."""
+    path = _key_file(data_dir)
+    return f"{path},speech,{SPEECH_TYPES[path.name]}"
 
 
 def run_logged(module: str, args: Sequence, log_path: pathlib.Path, threads: Optional[int] = None) -> None:
@@ -82,13 +88,6 @@ def collect_stats(
     return output_dir
 
 
-def _key_file(data_dir: pathlib.Path) -> pathlib.Path:
-    for name in SPEECH_TYPES:
-        if (data_dir / name).is_file():
-            return data_dir / name
-    raise FileNotFoundError(f"{data_dir}: neither feats.scp nor wav.scp")
-
-
 def train(
     config: pathlib.Path,
     train_dir: pathlib.Path,
@@ -139,34 +138,37 @@ def get_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
-        description="Run ESPnet's collect_stats + training for the recipe (arguments after -- go to ESPnet).",
+        description="Run ESPnet's collect_stats or training for the recipe (arguments after -- go to ESPnet).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    train_parser = sub.add_parser("train", help="collect stats (once) and train (resumes)")
-    train_parser.add_argument("--config", type=pathlib.Path, required=True)
-    train_parser.add_argument("--train_dir", type=pathlib.Path, required=True)
-    train_parser.add_argument("--valid_dir", type=pathlib.Path, required=True)
-    train_parser.add_argument("--token_list", type=pathlib.Path, required=True)
-    train_parser.add_argument("--token_type", default="bpe")
-    train_parser.add_argument("--bpemodel", type=pathlib.Path)
-    train_parser.add_argument("--stats_dir", type=pathlib.Path, required=True)
-    train_parser.add_argument("--exp_dir", type=pathlib.Path, required=True)
-    train_parser.add_argument("--ngpu", type=int, default=0)
-    train_parser.add_argument("--threads", type=int)
-    train_parser.add_argument("espnet_args", nargs="*", help="extra ESPnet options (after --)")
+    for name, help_text in (("collect_stats", "shape files and feature statistics (once per data and token set)"),
+                            ("train", "training (resumes from the experiment's checkpoint)")):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--config", type=pathlib.Path, required=True)
+        command.add_argument("--train_dir", type=pathlib.Path, required=True)
+        command.add_argument("--valid_dir", type=pathlib.Path, required=True)
+        command.add_argument("--token_list", type=pathlib.Path, required=True)
+        command.add_argument("--token_type", default="bpe")
+        command.add_argument("--bpemodel", type=pathlib.Path)
+        command.add_argument("--stats_dir", type=pathlib.Path, required=True)
+        command.add_argument("espnet_args", nargs="*", help="extra ESPnet options (after --)")
+        if name == "train":
+            command.add_argument("--exp_dir", type=pathlib.Path, required=True)
+            command.add_argument("--ngpu", type=int, default=0)
+            command.add_argument("--threads", type=int)
     return parser
 
 
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (espnet_jobs) %(message)s")
     args = get_parser().parse_args(argv)
-    if args.command == "train":
-        common = dict(token_type=args.token_type, bpemodel=args.bpemodel)
-        if not (args.stats_dir / "train" / f"text_shape.{args.token_type}").is_file():
-            collect_stats(
-                args.config, args.train_dir, args.valid_dir, args.token_list, args.stats_dir,
-                extra=list(args.espnet_args) + ["--num_workers", "0"], **common,
-            )
+    common = dict(token_type=args.token_type, bpemodel=args.bpemodel)
+    if args.command == "collect_stats":
+        collect_stats(
+            args.config, args.train_dir, args.valid_dir, args.token_list, args.stats_dir,
+            extra=list(args.espnet_args) + ["--num_workers", "0"], **common,
+        )
+    else:
         train(
             args.config, args.train_dir, args.valid_dir, args.token_list, args.stats_dir, args.exp_dir,
             ngpu=args.ngpu, extra=args.espnet_args, threads=args.threads, **common,

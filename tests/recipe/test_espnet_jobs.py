@@ -71,3 +71,26 @@ def test_loads_in_espnet_speech2text_after_import(swapped_model, tiny_corpus):
 def test_failed_job_names_its_log(tmp_path, tiny_corpus):
     with pytest.raises(RuntimeError, match="collect_stats.log"):
         espnet_jobs.collect_stats(tmp_path / "missing.yaml", tiny_corpus, tiny_corpus, tiny_corpus / "tokens.txt", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "config", ["train_dense.yaml", "train_amortized.yaml", "tuning/train_contextual_block_transformer.yaml"]
+)
+def test_recipe_configs_build_and_run_a_training_step(config):
+    """Every recipe config builds through ESPnet's ASRTask and trains a step on a toy batch."""
+    import torch
+    from espnet2.tasks.asr import ASRTask
+
+    from tests.conftest import TOKENS
+
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(REPO / "conf" / config), "--output_dir", "unused", "--input_size", "80"]
+    )
+    args.token_list = list(TOKENS)
+    args.normalize = None
+    model = ASRTask.build_model(args)
+    speech, lengths = torch.randn(2, 300, 80), torch.tensor([300, 250])
+    text, text_lengths = torch.randint(3, len(TOKENS) - 1, (2, 5)), torch.tensor([5, 4])
+    loss, stats, _ = model(speech, lengths, text, text_lengths)
+    loss.backward()
+    assert torch.isfinite(loss).all() and "loss_transducer" in stats

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# LibriSpeech 960 h (train-clean-100 + train-clean-360 + train-other-500 as train_960):
+# downloads the official tarballs (md5-checked, resumable) unless --librispeech_root
+# points at an existing LibriSpeech/ folder. Outputs go under this folder. Any
+# ../../run.sh option can be added, e.g. ./run.sh --ngpu 4 --stage 4.
+set -euo pipefail
+cd "$(dirname "$0")"
+exec ../../run.sh \
+  --corpus librispeech \
+  --librispeech_subsets "train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other" \
+  --train_set train_960 --train_subsets "train-clean-100 train-clean-360 train-other-500" \
+  --valid_set dev_clean --test_sets "test_clean test_other dev_other" \
+  --nbpe 5000 \
+  "$@"
