@@ -19,6 +19,17 @@ import time
 from score import score
 
 
+def describe_machine() -> str:
+    import os
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = pathlib.Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+
+
 def count_parameters(model_file: pathlib.Path) -> int:
     import torch
 
@@ -78,7 +89,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     rows = gather(args.dumpdir, args.test_sets, args.exps)
     table = format_markdown(rows)
-    machine = f"{platform.node()}, {platform.machine()}, {platform.processor() or 'cpu'}"
+    machine = describe_machine()
     text = (
         f"# Results ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
         "Batch-1 decoding on the CPU, 1 thread (see each decode_*/summary.json); compute ratios are executed/dense "

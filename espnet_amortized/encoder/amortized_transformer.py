@@ -266,7 +266,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 if sparse:
                     execute = valid if gate is None else gate > 0.5
                     if unit == ATT:
-                        provides_key = valid if self.kv_from_skipped else execute
+                        provides_key = valid if self.kv_from_skipped else None
                         past = kv_cache[index] if streaming else None
                         x, keys = layer.attention_sparse(x, execute, provides_key, visible, position, past)
                         new_kv.append(_concat_kv(past, keys))

@@ -134,7 +134,7 @@ class GatedTransformerLayer(torch.nn.Module):
         self,
         x: torch.Tensor,
         execute: torch.Tensor,
-        provides_key: torch.Tensor,
+        provides_key: Optional[torch.Tensor],
         visible: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         position: torch.Tensor,
         past: Optional[KeyValues] = None,
@@ -142,17 +142,18 @@ class GatedTransformerLayer(torch.nn.Module):
         """Run MHSA only for frames with ``execute`` (B, T) bool.
 
         Keys/values are projected for frames with ``provides_key`` (B, T) bool
-        (every valid frame, or only executing ones) and, when streaming, come
+        (every valid frame; None: only the executing ones) and, when streaming, come
         also from ``past`` (already restricted to the allowed window).
         ``visible(query_positions, key_positions)`` is the chunk mask, evaluated
         on the absolute positions ``position`` (T,) of the selected frames.
         Returns the updated ``x`` and the new frames' keys/values for the cache.
         """
         if x.size(0) == 1:
-            return self._attention_sparse_single(x, execute[0], provides_key[0], visible, position, past)
+            keys = None if provides_key is None else provides_key[0]
+            return self._attention_sparse_single(x, execute[0], keys, visible, position, past)
         query_index, query_valid = compact_indices(execute)
         normed_query = self.norm_att(_gather_frames(x, query_index))
-        if provides_key is execute:  # keys only from executing frames: same gather
+        if provides_key is None:  # keys only from executing frames: same gather
             key_index, key_valid, normed_keys = query_index, query_valid, normed_query
         else:
             key_index, key_valid = compact_indices(provides_key)
@@ -178,7 +179,7 @@ class GatedTransformerLayer(torch.nn.Module):
         """Batch of one (streaming, batch-1 decoding): no padding, plain index ops."""
         query_index = execute.nonzero().squeeze(1)
         normed_query = self.norm_att(x.index_select(1, query_index))
-        if provides_key is execute or torch.equal(provides_key, execute):
+        if provides_key is None:
             key_index, normed_keys = query_index, normed_query
         else:
             key_index = provides_key.nonzero().squeeze(1)

@@ -21,7 +21,7 @@ def test_sparse_units_equal_dense_units_with_hard_gates():
     execute = (torch.rand(2, 12) > 0.4) & valid
     position = torch.arange(12)
     for kv_from_skipped in (False, True):
-        provides_key = valid if kv_from_skipped else execute
+        provides_key = valid if kv_from_skipped else None
         dense = layer.attention_dense(x, allowed, valid, execute.float(), None if kv_from_skipped else execute)
         sparse, _ = layer.attention_sparse(x, execute, provides_key, chunk_visibility(3, 1), position)
         assert torch.allclose(dense[valid], sparse[valid], atol=1e-5)
