@@ -11,4 +11,5 @@ exec ../../run.sh \
   --train_set train_clean_100 --train_subsets train-clean-100 \
   --valid_set dev_clean --test_sets "test_clean test_other" \
   --nbpe 5000 \
+  --train_config "../../conf/tuning/train_dense_librispeech.yaml ../../conf/tuning/train_amortized_librispeech.yaml" \
   "$@"
