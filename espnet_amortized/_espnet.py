@@ -59,3 +59,11 @@ def asr_task_class():
     from espnet2.tasks.asr import ASRTask
 
     return ASRTask
+
+
+def text_converters(token_type: str, bpemodel, token_list):
+    """ESPnet's tokenizer and token-id converter for a trained model's settings."""
+    from espnet2.text.build_tokenizer import build_tokenizer
+    from espnet2.text.token_id_converter import TokenIDConverter
+
+    return build_tokenizer(token_type=token_type, bpemodel=bpemodel), TokenIDConverter(token_list=token_list)

@@ -86,3 +86,29 @@ def tiny_corpus(synthetic_librispeech, tmp_path_factory):
     characters = sorted({c for line in (out / "text").read_text().splitlines() for c in line.split(maxsplit=1)[1]} - {" "})
     (out / "tokens.txt").write_text("\n".join(["<blank>", "<unk>", "<space>", *characters, "<sos/eos>"]) + "\n")
     return out
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory):
+    """A small untrained amortized T-T saved the way ESPnet saves trained ones (config.yaml + .pth)."""
+    import yaml
+    from espnet2.tasks.asr import ASRTask
+
+    out = tmp_path_factory.mktemp("model")
+    args = ASRTask.get_parser().parse_args(
+        ["--output_dir", str(out), "--input_size", "80", "--encoder", "amortized_transformer",
+         "--decoder", "transducer", "--model", "amortized_espnet", "--token_type", "char"]
+    )
+    args.token_list = list(TOKENS)
+    args.normalize = None
+    args.encoder_conf = dict(output_size=32, attention_heads=4, linear_units=64, num_blocks=2, chunk_size=4, left_chunks=2)
+    args.decoder_conf = {"rnn_type": "lstm", "num_layers": 1, "hidden_size": 32}
+    args.joint_net_conf = {"joint_space_size": 32}
+    torch.manual_seed(0)
+    model = ASRTask.build_model(args)
+    randomize_arbitration(model.encoder)
+    with torch.no_grad():  # make blank less likely so that the random model emits tokens
+        model.joint_network.lin_out.bias[model.blank_id] = -2.0
+    (out / "config.yaml").write_text(yaml.safe_dump(vars(args)))
+    torch.save(model.state_dict(), out / "model.pth")
+    return out / "config.yaml", out / "model.pth"

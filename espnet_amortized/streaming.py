@@ -1,0 +1,140 @@
+"""Chunk-by-chunk speech recognition with the amortized encoder (in the spirit of ESPnet's
+``Speech2TextStreaming``, which supports neither transducers nor this encoder).
+
+    s2t = Speech2TextStreaming("exp/asr_amortized/config.yaml", "exp/asr_amortized/valid.loss.ave.pth")
+    for piece in pieces_of_16khz_audio:
+        partial = s2t(piece)            # hypothesis so far
+    final = s2t(np.zeros(0), is_final=True)
+    s2t.reset()                         # next utterance
+
+Audio goes through a streaming Kaldi fbank (identical to the whole-signal
+fbank), the model's normalisation, ``encoder.forward_chunk`` (its cache and
+sparse execution) and a frame-synchronous greedy transducer search. The
+model must take fbank features (the recipe's models: ``input_size`` set, no
+frontend).
+"""
+
+import pathlib
+from typing import Optional
+
+import numpy as np
+import torch
+
+from espnet_amortized import register
+from espnet_amortized._espnet import asr_task_class, text_converters
+from espnet_amortized.search import GreedyTransducerSearch
+
+register()
+
+SAMPLE_RATE = 16000
+WINDOW, SHIFT = 400, 160  # 25 ms / 10 ms at 16 kHz
+
+
+def kaldi_fbank(samples: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:
+    """The recipe's features (local/features.py): Kaldi fbank of float samples in [-1, 1]."""
+    import torchaudio
+
+    return torchaudio.compliance.kaldi.fbank(
+        samples.unsqueeze(0) * 32768.0, num_mel_bins=num_mel_bins, sample_frequency=SAMPLE_RATE,
+        dither=0.0, energy_floor=0.0,
+    )
+
+
+class StreamingFbank:
+    """Fbank frames as audio arrives; every frame is computed once, from its own 25 ms window."""
+
+    def __init__(self, num_mel_bins: int = 80):
+        self.num_mel_bins = num_mel_bins
+        self.buffer = torch.zeros(0)
+
+    def accept(self, samples: torch.Tensor) -> torch.Tensor:
+        self.buffer = torch.cat([self.buffer, samples.float()])
+        if self.buffer.numel() < WINDOW:
+            return torch.zeros(0, self.num_mel_bins)
+        frames = 1 + (self.buffer.numel() - WINDOW) // SHIFT
+        features = kaldi_fbank(self.buffer[: (frames - 1) * SHIFT + WINDOW], self.num_mel_bins)
+        self.buffer = self.buffer[frames * SHIFT :]
+        return features
+
+
+class Speech2TextStreaming:
+    def __init__(
+        self,
+        asr_train_config,
+        asr_model_file,
+        gate_threshold: Optional[float] = None,
+        max_symbols_per_frame: int = 4,
+        device: str = "cpu",
+    ):
+        model, args = asr_task_class().build_model_from_file(asr_train_config, asr_model_file, device)
+        model.eval()
+        if model.frontend is not None:
+            raise ValueError(
+                f"{asr_train_config}: streaming needs a model trained on fbank features (input_size set, "
+                "no frontend), as the recipe trains them"
+            )
+        if model.normalize is not None and type(model.normalize).__name__ != "GlobalMVN":
+            raise ValueError(
+                f"{asr_train_config}: normalize {type(model.normalize).__name__} needs the whole utterance; "
+                "streaming needs global_mvn (the recipe's) or none"
+            )
+        if not hasattr(model.encoder, "forward_chunk"):
+            raise ValueError(f"{asr_train_config}: encoder {type(model.encoder).__name__} cannot stream")
+        if getattr(model, "joint_network", None) is None:
+            raise ValueError(f"{asr_train_config}: not a transducer model")
+        if gate_threshold is not None:
+            if not 0.0 <= gate_threshold <= 1.0:
+                raise ValueError(f"gate_threshold must be in [0, 1], got {gate_threshold}")
+            model.encoder.gate_threshold = gate_threshold
+        model.decoder.set_device(torch.device(device))
+        self.model = model
+        self.tokenizer, self.converter = text_converters(args.token_type, args.bpemodel, args.token_list)
+        self.search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame)
+        self.reset()
+
+    def reset(self) -> None:
+        self.fbank = StreamingFbank()
+        self.encoder_state = self.model.encoder.init_state()
+        self.search_state = self.search.init_state()
+
+    def _normalize(self, features: torch.Tensor) -> torch.Tensor:
+        features = features.unsqueeze(0)
+        if self.model.normalize is not None and features.size(1) > 0:
+            features, _ = self.model.normalize(features, torch.tensor([features.size(1)]))
+        return features
+
+    def compute_report(self):
+        """MACs of what the encoder ran for the current utterance (see compute.count_macs)."""
+        from espnet_amortized.compute import count_macs
+        from espnet_amortized.encoder.masks import chunk_attention_mask
+
+        encoder, state = self.model.encoder, self.encoder_state
+        if not state["gates"]:
+            return None
+        gates = torch.cat(state["gates"], dim=1)
+        frames = gates.size(1)
+        valid = torch.ones(gates.size(0), frames, dtype=torch.bool)
+        allowed = chunk_attention_mask(frames, encoder.chunk_size, encoder.left_chunks)
+        return count_macs(encoder, gates, valid, allowed, state["input_frames"])
+
+    def text(self) -> str:
+        tokens = self.converter.ids2tokens(self.search_state.tokens)
+        return self.tokenizer.tokens2text(tokens)
+
+    @torch.no_grad()
+    def __call__(self, samples, is_final: bool = False) -> str:
+        """Feed 16 kHz samples (float in [-1, 1]); returns the hypothesis so far."""
+        features = self.fbank.accept(torch.as_tensor(np.asarray(samples, dtype=np.float32)))
+        encoded, self.encoder_state = self.model.encoder.forward_chunk(
+            self._normalize(features), self.encoder_state, is_final=is_final
+        )
+        self.search.step(self.search_state, encoded[0])
+        return self.text()
+
+    @torch.no_grad()
+    def decode_offline(self, samples) -> str:
+        """The same model and search on the whole utterance at once (full forward with the chunk mask)."""
+        features = self._normalize(kaldi_fbank(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
+        encoded, _, _ = self.model.encoder(features, torch.tensor([features.size(1)]))
+        state = self.search.step(self.search.init_state(), encoded[0])
+        return self.tokenizer.tokens2text(self.converter.ids2tokens(state.tokens))
