@@ -32,6 +32,7 @@ valid_set=dev_clean
 test_sets="test_clean test_other"
 train_config="${repo}/conf/train_dense.yaml ${repo}/conf/train_amortized.yaml"
 decode_config=${repo}/conf/decode.yaml
+gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
 nbpe=128
 train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
 datadir=data
@@ -39,7 +40,7 @@ expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets valid_set test_sets train_config decode_config nbpe train_args datadir expdir dumpdir"
+  train_set train_subsets valid_set test_sets train_config decode_config gate_thresholds nbpe train_args datadir expdir dumpdir"
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
@@ -156,17 +157,20 @@ if run_stage 5; then
   for config in ${train_config}; do
     exp="${expdir}/asr_$(model_tag "${config}")"
     for set in ${test_sets}; do
-      out="${exp}/decode_${set}"
-      [ -f "${out}/.done" ] && continue
-      log "stage 5: decoding ${set} with ${exp}"
-      ${decode_cmd} --num_threads 1 "${out}/decode.log" \
-        python -m espnet_amortized.bin.asr_decode --asr_train_config "${exp}/config.yaml" \
-          --asr_model_file "${exp}/valid.loss.ave.pth" --data "${dumpdir}/fbank/${set}" \
-          --output_dir "${out}" --config "${decode_config}" \
-        && touch "${out}/.done" &
-      pids+=($!)
-      # At most nj decoding jobs at once.
-      if [ "${#pids[@]}" -ge "${nj}" ]; then wait "${pids[0]}" || exit 1; pids=("${pids[@]:1}"); fi
+      for threshold in ${gate_thresholds:-default}; do
+        out="${exp}/decode_${set}"; threshold_args=()
+        if [ "${threshold}" != default ]; then out="${out}_th${threshold}"; threshold_args=(--gate_threshold "${threshold}"); fi
+        [ -f "${out}/.done" ] && continue
+        log "stage 5: decoding ${set} with ${exp} (gate threshold: ${threshold})"
+        ${decode_cmd} --num_threads 1 "${out}/decode.log" \
+          python -m espnet_amortized.bin.asr_decode --asr_train_config "${exp}/config.yaml" \
+            --asr_model_file "${exp}/valid.loss.ave.pth" --data "${dumpdir}/fbank/${set}" \
+            --output_dir "${out}" --config "${decode_config}" "${threshold_args[@]}" \
+          && touch "${out}/.done" &
+        pids+=($!)
+        # At most nj decoding jobs at once.
+        if [ "${#pids[@]}" -ge "${nj}" ]; then wait "${pids[0]}" || exit 1; pids=("${pids[@]:1}"); fi
+      done
     done
   done
   for pid in "${pids[@]}"; do wait "${pid}" || { log "stage 5: a decoding job failed: see ${expdir}/asr_*/decode_*/decode.log"; exit 1; }; done

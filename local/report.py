@@ -37,45 +37,55 @@ def count_parameters(model_file: pathlib.Path) -> int:
     return sum(tensor.numel() for name, tensor in state.items() if tensor.is_floating_point() and "num_updates" not in name)
 
 
+def decode_dirs(exp: pathlib.Path, test_set: str):
+    """decode_<set> and decode_<set>_th<threshold> (one per decode-time gate threshold)."""
+    found = [d for d in [exp / f"decode_{test_set}", *sorted(exp.glob(f"decode_{test_set}_th*"))] if d.is_dir()]
+    if not found:
+        raise FileNotFoundError(f"{exp}/decode_{test_set}* is missing: run stage 5 (decoding) first")
+    return found
+
+
 def gather(dumpdir: pathlib.Path, test_sets, exps):
     rows = []
     for exp in exps:
         model_file = exp / "valid.loss.ave.pth"
         parameters = count_parameters(model_file) if model_file.is_file() else None
         for test_set in test_sets:
-            decode = exp / f"decode_{test_set}"
-            hyp = decode / "1best_recog" / "text"
-            if not hyp.is_file():
-                raise FileNotFoundError(f"{hyp} is missing: run stage 5 (decoding) first")
-            wer = score(dumpdir / test_set / "text", hyp, decode / "score_wer")
-            summary = json.loads((decode / "summary.json").read_text())
-            rows.append(
-                {
-                    "model": exp.name, "test_set": test_set, "parameters": parameters,
-                    "wer": wer["err"], "sub": wer["sub"], "del": wer["del"], "ins": wer["ins"],
-                    "sentences": wer["sentences"], "words": wer["words"],
-                    "compute_ratio_layers": summary.get("compute_ratio_layers"),
-                    "compute_ratio_encoder": summary.get("compute_ratio_encoder"),
-                    "gflops_per_second": summary["gflops_per_second"],
-                    "rtf": summary["rtf"], "encoder_rtf": summary["encoder_rtf"],
-                    "gate_threshold": summary.get("gate_threshold"),
-                }
-            )
+            for decode in decode_dirs(exp, test_set):
+                hyp = decode / "1best_recog" / "text"
+                if not hyp.is_file():
+                    raise FileNotFoundError(f"{hyp} is missing: rerun stage 5 (decoding)")
+                wer = score(dumpdir / test_set / "text", hyp, decode / "score_wer")
+                summary = json.loads((decode / "summary.json").read_text())
+                rows.append(
+                    {
+                        "model": exp.name, "test_set": test_set, "parameters": parameters,
+                        "decode": decode.name, "gate_threshold": summary.get("gate_threshold"),
+                        "wer": wer["err"], "sub": wer["sub"], "del": wer["del"], "ins": wer["ins"],
+                        "sentences": wer["sentences"], "words": wer["words"],
+                        "compute_ratio_layers": summary.get("compute_ratio_layers"),
+                        "compute_ratio_encoder": summary.get("compute_ratio_encoder"),
+                        "gflops_per_second": summary["gflops_per_second"],
+                        "rtf": summary["rtf"], "encoder_rtf": summary.get("encoder_rtf"),
+                    }
+                )
     return rows
 
 
 def format_markdown(rows) -> str:
     header = (
-        "| model | params | test set | WER % (S/D/I) | compute ratio layers | compute ratio encoder "
-        "| GFLOPs / audio s | RTF | encoder RTF |"
+        "| model | params | test set | gate threshold | WER % (S/D/I) | compute ratio layers "
+        "| compute ratio encoder | GFLOPs / audio s | RTF | encoder RTF |"
     )
-    lines = [header, "|" + "---|" * 9]
+    lines = [header, "|" + "---|" * 10]
     for r in rows:
         params = f"{r['parameters'] / 1e6:.2f} M" if r["parameters"] else "-"
+        threshold = "-" if r["gate_threshold"] is None else f"{r['gate_threshold']:g}"
+        encoder_rtf = "-" if r["encoder_rtf"] is None else f"{r['encoder_rtf']:.4f}"
         lines.append(
-            f"| {r['model']} | {params} | {r['test_set']} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
+            f"| {r['model']} | {params} | {r['test_set']} | {threshold} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
             f"| {r['compute_ratio_layers']:.3f} | {r['compute_ratio_encoder']:.3f} | {r['gflops_per_second']:.3f} "
-            f"| {r['rtf']:.4f} | {r['encoder_rtf']:.4f} |"
+            f"| {r['rtf']:.4f} | {encoder_rtf} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -72,3 +72,17 @@ def test_egs_entry_points_select_the_corpus(corpus, train_set):
     assert result.returncode == 0
     options = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.startswith("  --") and len(line.split(None, 1)) == 2)
     assert options["--corpus"].strip() == "librispeech" and options["--train_set"].strip() == train_set
+
+
+def test_decoding_at_a_list_of_gate_thresholds(recipe):
+    work, _ = recipe
+    log = _run(work, "--stage", "5", "--stop_stage", "6", "--test_sets", "test_clean", "--gate_thresholds", "0.2 0.8")
+    assert "gate threshold: 0.8" in log
+    summaries = {}
+    for threshold in ("0.2", "0.8"):
+        summary = work / "exp" / "asr_amortized" / f"decode_test_clean_th{threshold}" / "summary.json"
+        summaries[threshold] = __import__("json").loads(summary.read_text())
+    assert summaries["0.2"]["gate_threshold"] == 0.2
+    assert summaries["0.2"]["compute_ratio_layers"] >= summaries["0.8"]["compute_ratio_layers"]
+    results = (work / "exp" / "RESULTS.md").read_text()
+    assert "| asr_amortized |" in results and "| 0.8 |" in results

@@ -148,7 +148,7 @@ def decode(args) -> Dict:
         for record in records:
             handle.write(json.dumps(record) + "\n")
     summary = summarize(records)
-    summary["gate_threshold"] = getattr(encoder, "gate_threshold", None)
+    summary["gate_threshold"] = encoder.gate_threshold if getattr(encoder, "gated", False) else None
     summary["encoder"] = type(encoder).__name__
     (args.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%s: %s", args.output_dir, json.dumps(summary))

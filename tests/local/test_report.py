@@ -19,4 +19,16 @@ def test_gather_scores_and_reads_compute(tmp_path):
     assert [r["wer"] for r in rows] == [0.0, 25.0]
     assert rows[1]["compute_ratio_layers"] == 0.4
     table = format_markdown(rows)
-    assert "| asr_amortized | - | test_clean | 25.00 (0.0/25.0/0.0) | 0.400 |" in table
+    assert "| asr_amortized | - | test_clean | 0.5 | 25.00 (0.0/25.0/0.0) | 0.400 |" in table
+
+
+def test_threshold_decodes_are_gathered_too(tmp_path):
+    import pytest
+
+    from report import decode_dirs
+
+    (tmp_path / "decode_test_clean_th0.3").mkdir()
+    (tmp_path / "decode_test_clean_th0.7").mkdir()
+    assert [d.name for d in decode_dirs(tmp_path, "test_clean")] == ["decode_test_clean_th0.3", "decode_test_clean_th0.7"]
+    with pytest.raises(FileNotFoundError, match="run stage 5"):
+        decode_dirs(tmp_path, "test_other")
