@@ -11,6 +11,7 @@
 #   3 tokens        sentencepiece -> data/token_list/bpe<nbpe>/ (bpe.model, tokens.txt)
 #   4 training      ESPnet collect_stats + training, one exp/asr_<config>/ per --train_config
 #   5 decoding      batch-1 decoding of every test set with compute and time statistics
+#                   (--decode_mode streaming: chunk by chunk from the audio, with latency statistics)
 #   6 scoring       WER per test set (score_wer/result.txt) and exp/RESULTS.md
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # scripts and configs; outputs go under the current folder
@@ -32,6 +33,7 @@ valid_set=dev_clean
 test_sets="test_clean test_other"
 train_config="${repo}/conf/train_dense.yaml ${repo}/conf/train_amortized.yaml"
 decode_config=${repo}/conf/decode.yaml
+decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, greedy)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
 nbpe=128
 train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
@@ -40,7 +42,7 @@ expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets valid_set test_sets train_config decode_config gate_thresholds nbpe train_args datadir expdir dumpdir"
+  train_set train_subsets valid_set test_sets train_config decode_config decode_mode gate_thresholds nbpe train_args datadir expdir dumpdir"
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
@@ -159,13 +161,18 @@ if run_stage 5; then
     for set in ${test_sets}; do
       for threshold in ${gate_thresholds:-default}; do
         out="${exp}/decode_${set}"; threshold_args=()
+        [ "${decode_mode}" = streaming ] && out="${exp}/decode_streaming_${set}"
         if [ "${threshold}" != default ]; then out="${out}_th${threshold}"; threshold_args=(--gate_threshold "${threshold}"); fi
         [ -f "${out}/.done" ] && continue
         log "stage 5: decoding ${set} with ${exp} (gate threshold: ${threshold})"
+        if [ "${decode_mode}" = streaming ]; then
+          decoder=(espnet_amortized.bin.asr_inference_streaming --data "${datadir}/${set}")
+        else
+          decoder=(espnet_amortized.bin.asr_decode --data "${dumpdir}/fbank/${set}" --config "${decode_config}")
+        fi
         ${decode_cmd} --num_threads 1 "${out}/decode.log" \
-          python -m espnet_amortized.bin.asr_decode --asr_train_config "${exp}/config.yaml" \
-            --asr_model_file "${exp}/valid.loss.ave.pth" --data "${dumpdir}/fbank/${set}" \
-            --output_dir "${out}" --config "${decode_config}" "${threshold_args[@]}" \
+          python -m "${decoder[@]}" --asr_train_config "${exp}/config.yaml" \
+            --asr_model_file "${exp}/valid.loss.ave.pth" --output_dir "${out}" "${threshold_args[@]}" \
           && touch "${out}/.done" &
         pids+=($!)
         # At most nj decoding jobs at once.
@@ -181,6 +188,7 @@ if run_stage 6; then
   exps=()
   for config in ${train_config}; do exps+=("${expdir}/asr_$(model_tag "${config}")"); done
   python "${repo}/local/report.py" --dumpdir "${dumpdir}/fbank" --test_sets ${test_sets} --exps "${exps[@]}" \
+    --mode "${decode_mode}" \
     --out "${expdir}/RESULTS.md"
 fi
 log "done (stages ${stage}-${stop_stage})"

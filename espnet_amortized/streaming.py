@@ -14,7 +14,7 @@ model must take fbank features (the recipe's models: ``input_size`` set, no
 frontend).
 """
 
-import pathlib
+import time
 from typing import Optional
 
 import numpy as np
@@ -94,6 +94,7 @@ class Speech2TextStreaming:
 
     def reset(self) -> None:
         self.fbank = StreamingFbank()
+        self.encoder_seconds = 0.0  # time in encoder.forward_chunk for this utterance
         self.encoder_state = self.model.encoder.init_state()
         self.search_state = self.search.init_state()
 
@@ -124,10 +125,10 @@ class Speech2TextStreaming:
     @torch.no_grad()
     def __call__(self, samples, is_final: bool = False) -> str:
         """Feed 16 kHz samples (float in [-1, 1]); returns the hypothesis so far."""
-        features = self.fbank.accept(torch.as_tensor(np.asarray(samples, dtype=np.float32)))
-        encoded, self.encoder_state = self.model.encoder.forward_chunk(
-            self._normalize(features), self.encoder_state, is_final=is_final
-        )
+        features = self._normalize(self.fbank.accept(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
+        start = time.perf_counter()
+        encoded, self.encoder_state = self.model.encoder.forward_chunk(features, self.encoder_state, is_final=is_final)
+        self.encoder_seconds += time.perf_counter() - start
         self.search.step(self.search_state, encoded[0])
         return self.text()
 

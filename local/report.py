@@ -37,21 +37,23 @@ def count_parameters(model_file: pathlib.Path) -> int:
     return sum(tensor.numel() for name, tensor in state.items() if tensor.is_floating_point() and "num_updates" not in name)
 
 
-def decode_dirs(exp: pathlib.Path, test_set: str):
-    """decode_<set> and decode_<set>_th<threshold> (one per decode-time gate threshold)."""
-    found = [d for d in [exp / f"decode_{test_set}", *sorted(exp.glob(f"decode_{test_set}_th*"))] if d.is_dir()]
+def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
+    """decode_<set> and decode_<set>_th<threshold> (one per decode-time gate threshold);
+    decode_streaming_<set>* for streaming decoding."""
+    prefix = f"decode_{test_set}" if mode == "offline" else f"decode_streaming_{test_set}"
+    found = [d for d in [exp / prefix, *sorted(exp.glob(f"{prefix}_th*"))] if d.is_dir()]
     if not found:
-        raise FileNotFoundError(f"{exp}/decode_{test_set}* is missing: run stage 5 (decoding) first")
+        raise FileNotFoundError(f"{exp}/{prefix}* is missing: run stage 5 (decoding) first")
     return found
 
 
-def gather(dumpdir: pathlib.Path, test_sets, exps):
+def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
     rows = []
     for exp in exps:
         model_file = exp / "valid.loss.ave.pth"
         parameters = count_parameters(model_file) if model_file.is_file() else None
         for test_set in test_sets:
-            for decode in decode_dirs(exp, test_set):
+            for decode in decode_dirs(exp, test_set, mode):
                 hyp = decode / "1best_recog" / "text"
                 if not hyp.is_file():
                     raise FileNotFoundError(f"{hyp} is missing: rerun stage 5 (decoding)")
@@ -96,13 +98,14 @@ def main(argv=None) -> None:
     parser.add_argument("--test_sets", nargs="+", required=True)
     parser.add_argument("--exps", type=pathlib.Path, nargs="+", required=True)
     parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--mode", default="offline", choices=["offline", "streaming"], help="which decodings")
     args = parser.parse_args(argv)
-    rows = gather(args.dumpdir, args.test_sets, args.exps)
+    rows = gather(args.dumpdir, args.test_sets, args.exps, args.mode)
     table = format_markdown(rows)
     machine = describe_machine()
     text = (
         f"# Results ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
-        "Batch-1 decoding on the CPU, 1 thread (see each decode_*/summary.json); compute ratios are executed/dense "
+        f"Batch-1 {args.mode} decoding on the CPU, 1 thread (see each decode_*/summary.json); compute ratios are executed/dense "
         "MACs (layers: the gated layers plus the arbitrator; encoder: with the subsampling).\n"
         f"Machine: {machine}.\n\n{table}"
     )

@@ -52,7 +52,6 @@ def decode(args) -> dict:
             seconds = audio.size / SAMPLE_RATE
             s2t.reset()
             latencies, partials = [], []
-            encoder_seconds = 0.0
             for start in range(0, max(audio.size, 1), piece):
                 is_final = start + piece >= audio.size
                 begin = time.perf_counter()
@@ -62,6 +61,7 @@ def decode(args) -> dict:
             partial_file.write(json.dumps({"key": key, "partials": partials}) + "\n")
             report = s2t.compute_report()
             record = {"key": key, "seconds": seconds, "decode_seconds": sum(latencies),
+                      "encoder_seconds": s2t.encoder_seconds,
                       "piece_latency_mean_ms": 1e3 * float(np.mean(latencies)),
                       "piece_latency_p95_ms": 1e3 * float(np.percentile(latencies, 95))}
             if report is not None:
@@ -78,11 +78,12 @@ def decode(args) -> dict:
         "utterances": len(records),
         "audio_seconds": audio_total,
         "rtf": sum(r["decode_seconds"] for r in records) / max(audio_total, 1e-9),
+        "encoder_rtf": sum(r["encoder_seconds"] for r in records) / max(audio_total, 1e-9),
         "piece_ms": args.piece_ms,
         "piece_latency_mean_ms": float(np.mean(latencies_ms)) if latencies_ms else None,
         "piece_latency_p95_ms": float(np.percentile([r["piece_latency_p95_ms"] for r in records], 95)) if records else None,
         "algorithmic_latency_ms": encoder.chunk_size * encoder.embed.stride * 10.0,
-        "gate_threshold": encoder.gate_threshold,
+        "gate_threshold": encoder.gate_threshold if getattr(encoder, "gated", False) else None,
     }
     if records and "macs_encoder" in records[0]:
         summary["compute_ratio_layers"] = sum(r["macs_layers"] + r["macs_arbitrator"] for r in records) / max(
