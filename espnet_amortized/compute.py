@@ -157,3 +157,27 @@ def expected_layer_ratio(encoder, probs: torch.Tensor, valid: torch.Tensor, allo
         scores = 2 * d * (p_att * (1.0 + others)).sum()
     expected = q_and_out + key_value + scores + 2 * d * d_ff * p_ffn.sum()
     return expected / (dense_per_layer * encoder.num_blocks).clamp(min=1.0)
+
+
+def summarize_records(records: List[Dict], audio_seconds: float) -> Dict:
+    """Totals over per-utterance ``MacReport.as_dict()`` records (plus ``macs_*`` of other encoders).
+
+    Records without the layer breakdown (encoders other than ours, counted
+    by torch's flop counter) give ratio 1.0 for the layers.
+    """
+    import numpy as np
+
+    macs = sum(r["macs_encoder"] for r in records)
+    summary = {
+        "gflops_per_second": 2.0 * macs / 1e9 / max(audio_seconds, 1e-9),
+        "compute_ratio_encoder": macs / max(sum(r["macs_dense_encoder"] for r in records), 1e-9),
+        "compute_ratio_layers": 1.0,
+    }
+    if records and all("macs_layers" in r for r in records):
+        layers = sum(r["macs_layers"] + r["macs_arbitrator"] for r in records)
+        summary["compute_ratio_layers"] = layers / max(sum(r["macs_dense_layers"] for r in records), 1e-9)
+        frames = np.array([r["frames"] for r in records], dtype=float)
+        for unit in ("attention", "ffn"):
+            rates = np.array([r["unit_rates"][unit] for r in records])
+            summary[f"{unit}_rates"] = ((rates * frames[:, None]).sum(0) / max(frames.sum(), 1.0)).tolist()
+    return summary

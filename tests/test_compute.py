@@ -83,3 +83,21 @@ def test_expected_ratio_matches_average_of_sampled_hard_ratios(kv_from_skipped):
         samples.append(report.layers / report.dense_layers)
     assert expected == pytest.approx(sum(samples) / len(samples), abs=0.01)
     assert expected_layer_ratio(encoder, torch.ones_like(probs), valid, allowed) == pytest.approx(1.0)
+
+
+def test_summarize_records_weights_rates_by_frames():
+    from espnet_amortized.compute import summarize_records
+
+    records = [
+        {"macs_encoder": 60.0, "macs_dense_encoder": 100.0, "macs_layers": 40.0, "macs_arbitrator": 2.0,
+         "macs_dense_layers": 80.0, "frames": 10, "unit_rates": {"attention": [1.0], "ffn": [0.0]}},
+        {"macs_encoder": 40.0, "macs_dense_encoder": 100.0, "macs_layers": 20.0, "macs_arbitrator": 2.0,
+         "macs_dense_layers": 80.0, "frames": 30, "unit_rates": {"attention": [0.0], "ffn": [1.0]}},
+    ]
+    summary = summarize_records(records, audio_seconds=2.0)
+    assert summary["compute_ratio_encoder"] == pytest.approx(0.5)
+    assert summary["compute_ratio_layers"] == pytest.approx(64 / 160)
+    assert summary["attention_rates"] == pytest.approx([0.25]) and summary["ffn_rates"] == pytest.approx([0.75])
+    assert summary["gflops_per_second"] == pytest.approx(2 * 100 / 1e9 / 2.0)
+    other = summarize_records([{"macs_encoder": 5.0, "macs_dense_encoder": 5.0}], 1.0)
+    assert other["compute_ratio_layers"] == 1.0 and "attention_rates" not in other

@@ -27,7 +27,7 @@ import yaml
 
 from espnet_amortized import register
 from espnet_amortized._espnet import speech2text_class
-from espnet_amortized.compute import count_macs
+from espnet_amortized.compute import count_macs, summarize_records
 
 register()
 log = logging.getLogger("asr_decode")
@@ -157,25 +157,13 @@ def decode(args) -> Dict:
 
 def summarize(records) -> Dict:
     audio = sum(r["seconds"] for r in records)
-    macs = sum(r["macs_encoder"] for r in records)
-    dense = sum(r["macs_dense_encoder"] for r in records)
     summary = {
         "utterances": len(records),
         "audio_seconds": audio,
         "rtf": sum(r["decode_seconds"] for r in records) / max(audio, 1e-9),
         "encoder_rtf": sum(r["encoder_seconds"] for r in records) / max(audio, 1e-9),
-        "gflops_per_second": 2.0 * macs / 1e9 / max(audio, 1e-9),
-        "compute_ratio_encoder": macs / max(dense, 1e-9),
     }
-    if all("macs_layers" in r for r in records):
-        layers = sum(r["macs_layers"] + r["macs_arbitrator"] for r in records)
-        summary["compute_ratio_layers"] = layers / max(sum(r["macs_dense_layers"] for r in records), 1e-9)
-        frames = np.array([r["frames"] for r in records], dtype=float)
-        for unit in ("attention", "ffn"):
-            rates = np.array([r["unit_rates"][unit] for r in records])
-            summary[f"{unit}_rates"] = ((rates * frames[:, None]).sum(0) / frames.sum()).tolist()
-    else:
-        summary["compute_ratio_layers"] = 1.0
+    summary.update(summarize_records(records, audio))
     return summary
 
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from espnet_amortized.compute import summarize_records
 from espnet_amortized.streaming import SAMPLE_RATE, Speech2TextStreaming
 
 log = logging.getLogger("asr_inference_streaming")
@@ -85,12 +86,8 @@ def decode(args) -> dict:
         "algorithmic_latency_ms": encoder.chunk_size * encoder.embed.stride * 10.0,
         "gate_threshold": encoder.gate_threshold if getattr(encoder, "gated", False) else None,
     }
-    if records and "macs_encoder" in records[0]:
-        summary["compute_ratio_layers"] = sum(r["macs_layers"] + r["macs_arbitrator"] for r in records) / max(
-            sum(r["macs_dense_layers"] for r in records), 1e-9)
-        summary["compute_ratio_encoder"] = sum(r["macs_encoder"] for r in records) / max(
-            sum(r["macs_dense_encoder"] for r in records), 1e-9)
-        summary["gflops_per_second"] = 2.0 * sum(r["macs_encoder"] for r in records) / 1e9 / max(audio_total, 1e-9)
+    if records and all("macs_encoder" in r for r in records):
+        summary.update(summarize_records(records, audio_total))
     (args.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%s: %s", args.output_dir, json.dumps(summary))
     return summary
