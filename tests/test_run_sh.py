@@ -86,3 +86,31 @@ def test_decoding_at_a_list_of_gate_thresholds(recipe):
     assert summaries["0.2"]["compute_ratio_layers"] >= summaries["0.8"]["compute_ratio_layers"]
     results = (work / "exp" / "RESULTS.md").read_text()
     assert "| asr_amortized |" in results and "| 0.8 |" in results
+
+
+def test_the_recipe_model_streams_like_it_decodes_offline(recipe, monkeypatch):
+    """Chunk-by-chunk decoding of the whole tiny test set equals the same search on whole utterances."""
+    import random
+
+    import numpy as np
+    import soundfile
+
+    from espnet_amortized.streaming import Speech2TextStreaming
+
+    work, _ = recipe
+    monkeypatch.chdir(work)  # trained configs name their files relative to the recipe folder, as in ESPnet
+    exp = work / "exp" / "asr_amortized"
+    s2t = Speech2TextStreaming(exp / "config.yaml", exp / "valid.loss.ave.pth")
+    rng = random.Random(0)
+    entries = [line.split(maxsplit=1) for line in (work / "data" / "test_clean" / "wav.scp").read_text().splitlines()]
+    for _, path in entries:
+        audio, _ = soundfile.read(path, dtype="float32")
+        s2t.reset()
+        start = 0
+        while start < audio.size:
+            size = rng.randint(1600, 6400)
+            s2t(audio[start : start + size])
+            start += size
+        final = s2t(np.zeros(0, dtype=np.float32), is_final=True)
+        assert final == s2t.decode_offline(audio)
+    assert len(entries) == 8
