@@ -40,6 +40,16 @@ def kaldi_fbank(samples: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:
     )
 
 
+def load_audio(path: str) -> np.ndarray:
+    """Mono float samples of a 16 kHz file; another rate is an error naming the file (no silent resampling)."""
+    import soundfile
+
+    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{path}: sample rate {rate} Hz; decoding expects {SAMPLE_RATE} Hz (the recipe's features)")
+    return audio.mean(axis=1)
+
+
 class StreamingFbank:
     """Fbank frames as audio arrives; every frame is computed once, from its own 25 ms window."""
 
@@ -83,9 +93,7 @@ class Speech2TextStreaming:
         if getattr(model, "joint_network", None) is None:
             raise ValueError(f"{asr_train_config}: not a transducer model")
         if gate_threshold is not None:
-            if not 0.0 <= gate_threshold <= 1.0:
-                raise ValueError(f"gate_threshold must be in [0, 1], got {gate_threshold}")
-            model.encoder.gate_threshold = gate_threshold
+            model.encoder.gate_threshold = gate_threshold  # the encoder checks the range
         model.decoder.set_device(torch.device(device))
         self.model = model
         self.tokenizer, self.converter = text_converters(args.token_type, args.bpemodel, args.token_list)
@@ -118,9 +126,11 @@ class Speech2TextStreaming:
         allowed = chunk_attention_mask(frames, encoder.chunk_size, encoder.left_chunks)
         return count_macs(encoder, gates, valid, allowed, state["input_frames"])
 
+    def _to_text(self, token_ids) -> str:
+        return self.tokenizer.tokens2text(self.converter.ids2tokens(token_ids))
+
     def text(self) -> str:
-        tokens = self.converter.ids2tokens(self.search_state.tokens)
-        return self.tokenizer.tokens2text(tokens)
+        return self._to_text(self.search_state.tokens)
 
     @torch.no_grad()
     def __call__(self, samples, is_final: bool = False) -> str:
@@ -137,5 +147,4 @@ class Speech2TextStreaming:
         """The same model and search on the whole utterance at once (full forward with the chunk mask)."""
         features = self._normalize(kaldi_fbank(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
         encoded, _, _ = self.model.encoder(features, torch.tensor([features.size(1)]))
-        state = self.search.step(self.search.init_state(), encoded[0])
-        return self.tokenizer.tokens2text(self.converter.ids2tokens(state.tokens))
+        return self._to_text(self.search.step(self.search.init_state(), encoded[0]).tokens)

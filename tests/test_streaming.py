@@ -48,3 +48,14 @@ def test_utterance_normalisation_is_rejected(saved_model, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match="UtteranceMVN needs the whole utterance"):
         Speech2TextStreaming(tmp_path / "config.yaml", saved_model[1])
+
+
+def test_audio_at_another_rate_is_an_error_naming_the_file(tmp_path):
+    import soundfile
+
+    from espnet_amortized.streaming import load_audio
+
+    path = tmp_path / "eight_khz.wav"
+    soundfile.write(path, np.zeros(8000, dtype=np.float32), 8000)
+    with pytest.raises(ValueError, match="eight_khz.wav: sample rate 8000 Hz"):
+        load_audio(str(path))

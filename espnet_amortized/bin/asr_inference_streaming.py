@@ -24,18 +24,9 @@ import numpy as np
 import torch
 
 from espnet_amortized.compute import summarize_records
-from espnet_amortized.streaming import SAMPLE_RATE, Speech2TextStreaming
+from espnet_amortized.streaming import SAMPLE_RATE, Speech2TextStreaming, load_audio
 
 log = logging.getLogger("asr_inference_streaming")
-
-
-def read_audio(path: str) -> np.ndarray:
-    import soundfile
-
-    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"{path}: sample rate {rate} Hz; streaming decoding expects {SAMPLE_RATE} Hz")
-    return audio.mean(axis=1)
 
 
 def decode(args) -> dict:
@@ -49,7 +40,7 @@ def decode(args) -> dict:
     texts, records = [], []
     with open(args.output_dir / "partial.jsonl", "w") as partial_file:
         for key, path in entries:
-            audio = read_audio(path)
+            audio = load_audio(path)
             seconds = audio.size / SAMPLE_RATE
             s2t.reset()
             latencies, partials = [], []

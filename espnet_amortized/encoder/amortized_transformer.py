@@ -108,8 +108,6 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"chunk_size must be > 0 (frames after subsampling), got {chunk_size}")
         if left_chunks < -1:
             raise ValueError(f"left_chunks must be >= 0, or -1 for the whole past; got {left_chunks}")
-        if not 0.0 <= gate_threshold <= 1.0:
-            raise ValueError(f"gate_threshold must be in [0, 1], got {gate_threshold}")
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         if not 0 < temperature_final <= temperature_initial:
@@ -170,6 +168,17 @@ class AmortizedTransformerEncoder(AbsEncoder):
     @property
     def gated(self) -> bool:
         return self.gate_unit != "none"
+
+    @property
+    def gate_threshold(self) -> float:
+        return self._gate_threshold
+
+    @gate_threshold.setter
+    def gate_threshold(self, value: float) -> None:
+        """The decode-time compute knob; checked wherever it is set (config or decoder option)."""
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"gate_threshold must be in [0, 1], got {value}")
+        self._gate_threshold = float(value)
 
     @property
     def temperature(self) -> float:

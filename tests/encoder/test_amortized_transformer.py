@@ -148,3 +148,11 @@ def test_threshold_moves_compute():
 def test_bad_options_raise_value_errors_that_name_them(option, value, message):
     with pytest.raises(ValueError, match=message):
         AmortizedTransformerEncoder(80, output_size=32, **{option: value})
+
+
+def test_gate_threshold_is_checked_when_set_after_construction():
+    encoder = small_encoder()
+    encoder.gate_threshold = 0.3
+    assert encoder.gate_threshold == 0.3
+    with pytest.raises(ValueError, match="gate_threshold"):
+        encoder.gate_threshold = -0.1
