@@ -11,7 +11,8 @@
 #   3 tokens        sentencepiece -> data/token_list/bpe<nbpe>/ (bpe.model, tokens.txt)
 #   4 training      ESPnet collect_stats + training, one exp/asr_<config>/ per --train_config
 #   5 decoding      batch-1 decoding of every test set with compute and time statistics
-#                   (--decode_mode streaming: chunk by chunk from the audio, with latency statistics)
+#                   (--decode_mode streaming: chunk by chunk from the audio, with latency statistics;
+#                   both modes take beam_size and score_norm from --decode_config)
 #   6 scoring       WER per test set (score_wer/result.txt) and exp/RESULTS.md
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # scripts and configs; outputs go under the current folder
@@ -33,7 +34,7 @@ valid_set=dev_clean
 test_sets="test_clean test_other"
 train_config="${repo}/conf/train_dense.yaml ${repo}/conf/train_amortized.yaml"
 decode_config=${repo}/conf/decode.yaml
-decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, greedy)
+decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, our beam search)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
 nbpe=128
 train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
@@ -166,7 +167,7 @@ if run_stage 5; then
         [ -f "${out}/.done" ] && continue
         log "stage 5: decoding ${set} with ${exp} (gate threshold: ${threshold})"
         if [ "${decode_mode}" = streaming ]; then
-          decoder=(espnet_amortized.bin.asr_inference_streaming --data "${datadir}/${set}")
+          decoder=(espnet_amortized.bin.asr_inference_streaming --data "${datadir}/${set}" --config "${decode_config}")
         else
           decoder=(espnet_amortized.bin.asr_decode --data "${dumpdir}/fbank/${set}" --config "${decode_config}")
         fi

@@ -9,9 +9,9 @@
 
 Audio goes through a streaming Kaldi fbank (identical to the whole-signal
 fbank), the model's normalisation, ``encoder.forward_chunk`` (its cache and
-sparse execution) and a frame-synchronous greedy transducer search. The
-model must take fbank features (the recipe's models: ``input_size`` set, no
-frontend).
+sparse execution) and a frame-synchronous transducer search (greedy for
+``beam_size: 1``, else beam search; search.py). The model must take fbank
+features (the recipe's models: ``input_size`` set, no frontend).
 """
 
 import time
@@ -22,7 +22,7 @@ import torch
 
 from espnet_amortized import register
 from espnet_amortized._espnet import asr_task_class, text_converters
-from espnet_amortized.search import GreedyTransducerSearch
+from espnet_amortized.search import BeamTransducerSearch, GreedyTransducerSearch
 
 register()
 
@@ -73,7 +73,9 @@ class Speech2TextStreaming:
         asr_train_config,
         asr_model_file,
         gate_threshold: Optional[float] = None,
+        beam_size: int = 1,
         max_symbols_per_frame: int = 4,
+        score_norm: bool = False,
         device: str = "cpu",
     ):
         model, args = asr_task_class().build_model_from_file(asr_train_config, asr_model_file, device)
@@ -97,7 +99,12 @@ class Speech2TextStreaming:
         model.decoder.set_device(torch.device(device))
         self.model = model
         self.tokenizer, self.converter = text_converters(args.token_type, args.bpemodel, args.token_list)
-        self.search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame)
+        if beam_size == 1:
+            self.search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame)
+        else:
+            self.search = BeamTransducerSearch(
+                model.decoder, model.joint_network, model.blank_id, beam_size, max_symbols_per_frame, score_norm
+            )
         self.reset()
 
     def reset(self) -> None:
@@ -114,23 +121,17 @@ class Speech2TextStreaming:
 
     def compute_report(self):
         """MACs of what the encoder ran for the current utterance (see compute.count_macs)."""
-        from espnet_amortized.compute import count_macs
-        from espnet_amortized.encoder.masks import chunk_attention_mask
+        from espnet_amortized.compute import count_streaming_macs
 
-        encoder, state = self.model.encoder, self.encoder_state
-        if not state["gates"]:
+        if not self.encoder_state["gates"]:
             return None
-        gates = torch.cat(state["gates"], dim=1)
-        frames = gates.size(1)
-        valid = torch.ones(gates.size(0), frames, dtype=torch.bool)
-        allowed = chunk_attention_mask(frames, encoder.chunk_size, encoder.left_chunks)
-        return count_macs(encoder, gates, valid, allowed, state["input_frames"])
+        return count_streaming_macs(self.model.encoder, self.encoder_state)
 
     def _to_text(self, token_ids) -> str:
         return self.tokenizer.tokens2text(self.converter.ids2tokens(token_ids))
 
     def text(self) -> str:
-        return self._to_text(self.search_state.tokens)
+        return self._to_text(self.search.best_tokens(self.search_state))
 
     @torch.no_grad()
     def __call__(self, samples, is_final: bool = False) -> str:
@@ -147,4 +148,4 @@ class Speech2TextStreaming:
         """The same model and search on the whole utterance at once (full forward with the chunk mask)."""
         features = self._normalize(kaldi_fbank(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
         encoded, _, _ = self.model.encoder(features, torch.tensor([features.size(1)]))
-        return self._to_text(self.search.step(self.search.init_state(), encoded[0]).tokens)
+        return self._to_text(self.search.best_tokens(self.search.step(self.search.init_state(), encoded[0])))

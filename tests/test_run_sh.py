@@ -88,7 +88,59 @@ def test_decoding_at_a_list_of_gate_thresholds(recipe):
     assert "| asr_amortized |" in results and "| 0.8 |" in results
 
 
-def test_the_recipe_model_streams_like_it_decodes_offline(recipe, monkeypatch):
+def test_streaming_decoding_stage_uses_the_decode_config(recipe):
+    import json
+
+    work, _ = recipe
+    _run(work, "--stage", "5", "--stop_stage", "6", "--decode_mode", "streaming", "--test_sets", "test_clean")
+    for model in ("dense", "amortized"):
+        decode = work / "exp" / f"asr_{model}" / "decode_streaming_test_clean"
+        summary = json.loads((decode / "summary.json").read_text())
+        assert summary["beam_size"] == 4 and summary["utterances"] == 8  # conf/decode.yaml: beam_size 4
+        assert "Sum/Avg" in (decode / "score_wer" / "result.txt").read_text()
+        assert (decode / "partial.jsonl").read_text().count("\n") == 8
+
+
+def test_raising_the_threshold_of_the_trained_model_lowers_its_compute(recipe, monkeypatch):
+    """Per unit and frame, a higher threshold only ever switches units off; compute falls strictly."""
+    import kaldiio
+    import torch
+
+    from espnet_amortized._espnet import asr_task_class
+    from espnet_amortized.compute import count_macs
+
+    work, _ = recipe
+    monkeypatch.chdir(work)
+    exp = work / "exp" / "asr_amortized"
+    model, _ = asr_task_class().build_model_from_file(exp / "config.yaml", exp / "valid.loss.ave.pth", "cpu")
+    model.eval()
+    features = [torch.from_numpy(m.copy()) for _, m in kaldiio.load_scp_sequential(str(work / "dump" / "fbank" / "test_clean" / "feats.scp"))]
+    lengths = torch.tensor([f.size(0) for f in features])
+    batch = torch.nn.utils.rnn.pad_sequence(features, batch_first=True)
+
+    def decide(threshold):
+        model.encoder.gate_threshold = threshold
+        with torch.no_grad():
+            model.encode(batch, lengths)
+        info = model.encoder.gate_info
+        ratio = count_macs(model.encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist()).layer_ratio
+        return info, ratio
+
+    info, _ = decide(0.5)
+    probs = info.probs[info.valid].flatten()
+    assert probs.std() > 0, "the trained arbitrator gives every unit the same probability"
+    # Thresholds inside the model's own range of probabilities, plus both ends.
+    thresholds = [0.0] + torch.quantile(probs, torch.tensor([0.2, 0.5, 0.8])).tolist() + [1.0]
+    results = [decide(t) for t in thresholds]
+    ratios = [ratio for _, ratio in results]
+    assert all(high < low for low, high in zip(ratios, ratios[1:])), (thresholds, ratios)
+    for (low, _), (high, _) in zip(results, results[1:]):
+        assert torch.all(high.gates <= low.gates)
+    assert results[0][0].gates[info.valid].min() == 1 and results[-1][0].gates.max() == 0
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_the_recipe_model_streams_like_it_decodes_offline(recipe, monkeypatch, beam_size):
     """Chunk-by-chunk decoding of the whole tiny test set equals the same search on whole utterances."""
     import random
 
@@ -100,7 +152,7 @@ def test_the_recipe_model_streams_like_it_decodes_offline(recipe, monkeypatch):
     work, _ = recipe
     monkeypatch.chdir(work)  # trained configs name their files relative to the recipe folder, as in ESPnet
     exp = work / "exp" / "asr_amortized"
-    s2t = Speech2TextStreaming(exp / "config.yaml", exp / "valid.loss.ave.pth")
+    s2t = Speech2TextStreaming(exp / "config.yaml", exp / "valid.loss.ave.pth", beam_size=beam_size, score_norm=True)
     rng = random.Random(0)
     entries = [line.split(maxsplit=1) for line in (work / "data" / "test_clean" / "wav.scp").read_text().splitlines()]
     for _, path in entries:

@@ -13,14 +13,13 @@ chunk with its cache (``forward_chunk``), the way a streaming product runs.
 """
 
 import argparse
-import json
 import pathlib
-import platform
 import statistics
 import time
 
 import torch
 
+from espnet_amortized.benchmarks import config_of, machine_info, report
 from espnet_amortized.compute import count_macs
 from espnet_amortized.encoder import AmortizedTransformerEncoder
 from espnet_amortized.encoder.masks import chunk_attention_mask
@@ -134,9 +133,8 @@ def run(args) -> dict:
                     )
     return {
         "benchmark": "encoder_speed",
-        "config": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
-                    "threads": args.threads},
+        "config": config_of(args),
+        "machine": machine_info(args.threads),
         "rows": rows,
     }
 
@@ -159,11 +157,7 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> dict:
     args = get_parser().parse_args(argv)
     result = run(args)
-    print(format_table(result))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
-    return result
+    return report(result, format_table(result), args.output)
 
 
 if __name__ == "__main__":

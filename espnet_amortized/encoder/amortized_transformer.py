@@ -196,10 +196,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
             return gumbel_sigmoid_straight_through(logits, self.temperature)
         return hard_gates(logits, self.gate_threshold)
 
-    def _chunk_mean(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int = 0) -> torch.Tensor:
-        """One decision per chunk: every frame gets its chunk's mean logit over valid frames.
+    def _chunk_means(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int = 0):
+        """One decision per chunk: each chunk's mean logit over its valid frames.
 
         logits: (B, T, G); ``offset`` is the absolute position of frame 0.
+        Returns (B, num_chunks, G) and ``expand``, which maps per-chunk values back to (B, T, G).
         """
         batch, length, num = logits.shape
         start = offset % chunk
@@ -210,18 +211,26 @@ class AmortizedTransformerEncoder(AbsEncoder):
         padded[:, start : start + length] = logits
         sums = (padded * weights).view(batch, -1, chunk, num).sum(2)
         counts = weights.view(batch, -1, chunk, 1).sum(2).clamp(min=1.0)
-        means = (sums / counts).repeat_interleave(chunk, dim=1)
-        return means[:, start : start + length]
+
+        def expand(values: torch.Tensor) -> torch.Tensor:
+            return values.repeat_interleave(chunk, dim=1)[:, start : start + length]
+
+        return sums / counts, expand
 
     def _decisions(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int):
         """Logits (B, T, L, G) with G gates per layer -> probs and gates (B, T, L, 2).
 
-        With ``gate_unit: layer`` (G = 1) one decision serves both units.
+        With ``gate_unit: layer`` (G = 1) one decision serves both units. With
+        ``decision_unit: chunk`` one sample (training) or threshold (eval) decides
+        the whole chunk, so training sees the decisions inference makes.
         """
         if self.decision_unit == "chunk":
             shape = logits.shape
-            logits = self._chunk_mean(logits.flatten(2), valid, chunk, offset).view(shape)
-        probs, gates = torch.sigmoid(logits), self._decide(logits)
+            means, expand = self._chunk_means(logits.flatten(2), valid, chunk, offset)
+            probs = expand(torch.sigmoid(means)).reshape(shape)
+            gates = expand(self._decide(means)).reshape(shape)
+        else:
+            probs, gates = torch.sigmoid(logits), self._decide(logits)
         if logits.size(-1) == 1:
             probs, gates = probs.expand(-1, -1, -1, 2), gates.expand(-1, -1, -1, 2)
         return probs, gates * valid[:, :, None, None].to(gates.dtype)
@@ -388,6 +397,21 @@ class AmortizedTransformerEncoder(AbsEncoder):
     def _process_chunk(self, x: torch.Tensor, state: Dict) -> torch.Tensor:
         batch, length, _ = x.shape
         start = state["processed"]
+        forced = state["forced_gates"]
+        if forced is not None:
+            forced = forced[:, start : start + length]
+        if batch == 1:
+            x, gates = self._process_chunk_single(x, state, forced)
+        else:
+            x, gates = self._process_chunk_batched(x, state, forced)
+        state["processed"] = start + length
+        state["gates"].append(gates)
+        return self.after_norm(x)
+
+    def _process_chunk_batched(self, x: torch.Tensor, state: Dict, forced: Optional[torch.Tensor]):
+        """Several utterances of equal length: the general sparse path with position-tagged keys."""
+        batch, length, _ = x.shape
+        start = state["processed"]
         position = torch.arange(start, start + length, device=x.device)
         # The cache keeps only keys of the left_chunks chunks before this one.
         if self.left_chunks >= 0:
@@ -395,15 +419,81 @@ class AmortizedTransformerEncoder(AbsEncoder):
             state["kv"] = [_drop_before(kv, first_visible) for kv in state["kv"]]
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
         allowed = None  # the sparse path evaluates the chunk mask on positions
-        forced = state["forced_gates"]
-        if forced is not None:
-            forced = forced[:, start : start + length]
         x, _, gates, arbitrator_cache, kv = self._run_layers(
             x, valid, allowed, position, self.chunk_size, state["arbitrator"], state["kv"], forced
         )
-        state.update(arbitrator=arbitrator_cache, kv=kv, processed=start + length)
-        state["gates"].append(gates)
-        return self.after_norm(x)
+        state.update(arbitrator=arbitrator_cache, kv=kv)
+        return x, gates
+
+    def _process_chunk_single(self, x: torch.Tensor, state: Dict, forced: Optional[torch.Tensor]):
+        """One utterance, one whole chunk (streaming batch 1, the product case).
+
+        Same function as ``_run_layers``, with the per-chunk overhead cut: the
+        decisions go to Python once per chunk, a unit that no frame runs costs
+        nothing, a unit that every frame runs needs no gather/scatter, and the
+        cache holds exactly the visible left chunks, so attention needs no mask.
+        """
+        length = x.size(1)
+        start = state["processed"]
+        valid = torch.ones(1, length, dtype=torch.bool, device=x.device)
+        per_layer = 1 if self.gate_unit == "layer" else 2
+        gates = None
+        if forced is not None and self.gated:
+            gates = forced.to(x.dtype)
+        elif self.arbitrator is not None:
+            logits, state["arbitrator"] = self.arbitrator(x, state["arbitrator"])
+            _, gates = self._decisions(logits.view(1, length, self.num_blocks, per_layer), valid, self.chunk_size, start)
+        elif not self.gated:
+            gates = x.new_ones(1, length, self.num_blocks, 2)
+        counts = gates.sum(1)[0].tolist() if gates is not None else None
+        if gates is None:  # local gates, decided unit by unit below
+            gates = x.new_zeros(1, length, self.num_blocks, 2)
+        caches = state.setdefault("chunk_kv", [dict(key=None, value=None, sizes=[]) for _ in self.encoders])
+        keys_from_all = self.kv_from_skipped or not self.gated
+        for index, layer in enumerate(self.encoders):
+            for unit in (ATT, FFN):
+                if counts is None and (unit == ATT or per_layer == 2):
+                    logits = layer.local_gate(x)[:, :, None, unit : unit + 1]
+                    _, unit_gates = self._decisions(logits, valid, self.chunk_size, start)
+                    units = slice(unit, unit + 1) if per_layer == 2 else slice(0, 2)
+                    gates[:, :, index, units] = unit_gates[:, :, 0, units]
+                count = round(counts[index][unit]) if counts is not None else int(gates[0, :, index, unit].sum())
+                execute = None
+                if 0 < count < length:
+                    execute = gates[0, :, index, unit].nonzero().squeeze(1)
+                if unit == FFN:
+                    if count > 0:
+                        x = layer.ffn_chunk(x, execute)
+                    continue
+                cache = caches[index]
+                past = self._visible_past(cache)
+                if count > 0:
+                    x, (key, value) = layer.attention_chunk(x, execute, keys_from_all, past)
+                elif keys_from_all:
+                    key, value = layer.key_value_chunk(x)
+                    if past is not None:
+                        key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
+                else:
+                    key, value = past if past is not None else (None, None)
+                new_frames = 0 if key is None else key.size(2) - (0 if past is None else past[0].size(2))
+                cache.update(key=key, value=value)
+                cache["sizes"].append(new_frames)
+        return x, gates
+
+    def _visible_past(self, cache: Dict) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """Cached (key, value) of the left chunks the next chunk may see; drops older ones.
+
+        ``cache``: {"key", "value": (1, H, N, d_k) or None, "sizes": frames per chunk}.
+        """
+        sizes = cache["sizes"]
+        if self.left_chunks >= 0 and len(sizes) > self.left_chunks:
+            dropped = sum(sizes[: len(sizes) - self.left_chunks])
+            del sizes[: len(sizes) - self.left_chunks]
+            if dropped:
+                cache["key"], cache["value"] = cache["key"][:, :, dropped:], cache["value"][:, :, dropped:]
+        if cache["key"] is None or cache["key"].size(2) == 0:
+            return None
+        return cache["key"], cache["value"]
 
 
 def _concat_kv(past: Optional[KeyValues], new: KeyValues) -> KeyValues:

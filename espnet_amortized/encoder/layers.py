@@ -196,6 +196,78 @@ class GatedTransformerLayer(torch.nn.Module):
         out = self._attend(normed_query, key, value, mask)
         return x.index_add(1, query_index, out), new
 
+    # -- one streaming chunk, batch 1 (the product's hot path) ----------------------
+    # The frames of a chunk all see each other and every cached key (the cache holds
+    # exactly the visible left chunks), so no mask is built. Functional calls instead
+    # of module calls: at 16 frames per chunk the per-call overhead is the cost.
+    def _norm(self, norm: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+    def attention_chunk(
+        self,
+        x: torch.Tensor,
+        execute: Optional[torch.Tensor],
+        keys_from_all: bool,
+        past: Optional[Tuple[torch.Tensor, torch.Tensor]],
+    ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, torch.Tensor]]]:
+        """MHSA for one chunk x (1, C, D) of a single utterance.
+
+        ``execute``: indices of the frames that run the unit (non-empty), or None
+        for all of them. Keys/values come from every frame if ``keys_from_all``,
+        else from the executing frames, and from ``past`` (cached (key, value) of
+        the visible left chunks). Returns x and (key, value) of ``past`` and
+        this chunk together (the next cache).
+        """
+        attn = self.self_attn
+        if execute is None or not keys_from_all:
+            # Queries, keys and values from the same rows: one fused projection.
+            rows = x if execute is None else x.index_select(1, execute)
+            weight, bias = self._fused_qkv()
+            projected = F.linear(self._norm(self.norm_att, rows), weight, bias)
+            heads = projected.view(1, rows.size(1), 3 * self.heads, self.d_k).transpose(1, 2)
+            query, key, value = heads.chunk(3, dim=1)
+        else:
+            normed_keys = self._norm(self.norm_att, x)
+            key = self._split_heads(F.linear(normed_keys, attn.linear_k.weight, attn.linear_k.bias))
+            value = self._split_heads(F.linear(normed_keys, attn.linear_v.weight, attn.linear_v.bias))
+            normed_query = normed_keys.index_select(1, execute)
+            query = self._split_heads(F.linear(normed_query, attn.linear_q.weight, attn.linear_q.bias))
+        if past is not None:
+            key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
+        context = F.scaled_dot_product_attention(query, key, value)
+        out = F.linear(
+            context.transpose(1, 2).reshape(1, query.size(2), self.size), attn.linear_out.weight, attn.linear_out.bias
+        )
+        return (x + out if execute is None else x.index_add(1, execute, out)), (key, value)
+
+    def _fused_qkv(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """[W_q; W_k; W_v] and their biases, rebuilt whenever a weight changes."""
+        attn = self.self_attn
+        params = [attn.linear_q.weight, attn.linear_k.weight, attn.linear_v.weight,
+                  attn.linear_q.bias, attn.linear_k.bias, attn.linear_v.bias]
+        stamp = tuple((p.data_ptr(), p._version) for p in params)
+        if getattr(self, "_qkv_stamp", None) != stamp:
+            self._qkv = (torch.cat(params[:3]).detach(), torch.cat(params[3:]).detach())
+            self._qkv_stamp = stamp
+        return self._qkv
+
+    def key_value_chunk(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values of every frame of a chunk whose MHSA is skipped (``kv_from_skipped``)."""
+        attn = self.self_attn
+        normed = self._norm(self.norm_att, x)
+        return (
+            self._split_heads(F.linear(normed, attn.linear_k.weight, attn.linear_k.bias)),
+            self._split_heads(F.linear(normed, attn.linear_v.weight, attn.linear_v.bias)),
+        )
+
+    def ffn_chunk(self, x: torch.Tensor, execute: Optional[torch.Tensor]) -> torch.Tensor:
+        """FFN for one chunk x (1, C, D): the frames at ``execute`` (non-empty), or all (None)."""
+        ffn = self.feed_forward
+        rows = x if execute is None else x.index_select(1, execute)
+        hidden = ffn.activation(F.linear(self._norm(self.norm_ffn, rows), ffn.w_1.weight, ffn.w_1.bias))
+        out = F.linear(hidden, ffn.w_2.weight, ffn.w_2.bias)
+        return x + out if execute is None else x.index_add(1, execute, out)
+
     def ffn_sparse(self, x: torch.Tensor, execute: torch.Tensor) -> torch.Tensor:
         if x.size(0) == 1:
             index = execute[0].nonzero().squeeze(1)
