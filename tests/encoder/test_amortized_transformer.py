@@ -72,26 +72,54 @@ def test_all_gates_on_equals_the_ungated_layers(sparse):
     assert torch.allclose(out[valid], expected[valid], atol=1e-5)
 
 
-@pytest.mark.parametrize("gate_unit,arbitrator,decision_unit,kv_from_skipped", VARIANTS[::3] + [("none", "global", "frame", False)])
+def _streamed_and_full(encoder, x):
+    frames = x.size(1)
+    with torch.no_grad():
+        full, _, _ = encoder(x, torch.full((x.size(0),), frames))
+        state, pieces, start = encoder.init_state(), [], 0
+        for size in (5, 13, 1, 30, 48):  # pieces unrelated to chunks or strides
+            out, state = encoder.forward_chunk(x[:, start : start + size], state, is_final=start + size >= frames)
+            pieces.append(out)
+            start += size
+    return torch.cat(pieces, dim=1), full
+
+
+# Batch 1 takes the lean single-utterance path, batch 2 the general one: both must equal the full forward.
+@pytest.mark.parametrize("gate_unit,arbitrator,decision_unit,kv_from_skipped", VARIANTS + [("none", "global", "frame", False)])
 @pytest.mark.parametrize("input_layer", ["conv2d", "stack"])
-def test_chunk_by_chunk_with_cache_equals_full_forward(gate_unit, arbitrator, decision_unit, kv_from_skipped, input_layer):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_chunk_by_chunk_with_cache_equals_full_forward(gate_unit, arbitrator, decision_unit, kv_from_skipped, input_layer, batch):
     torch.manual_seed(0)
     encoder = small_encoder(
         gate_unit=gate_unit, arbitrator=arbitrator, decision_unit=decision_unit,
         kv_from_skipped=kv_from_skipped, input_layer=input_layer,
     )
     randomize_arbitration(encoder).eval()
-    x = torch.randn(1, 97, 80)
-    with torch.no_grad():
-        full, _, _ = encoder(x, torch.tensor([97]))
-        state, pieces, start = encoder.init_state(), [], 0
-        for size in (5, 13, 1, 30, 48):  # pieces unrelated to chunks or strides
-            out, state = encoder.forward_chunk(x[:, start : start + size], state, is_final=start + size >= 97)
-            pieces.append(out)
-            start += size
-    streamed = torch.cat(pieces, dim=1)
+    streamed, full = _streamed_and_full(encoder, torch.randn(batch, 97, 80))
     assert streamed.shape == full.shape
     assert torch.allclose(streamed, full, atol=1e-5)
+
+
+@pytest.mark.parametrize("left_chunks", [-1, 0, 1, 3])
+@pytest.mark.parametrize("kv_from_skipped", [False, True])
+def test_streaming_cache_keeps_exactly_the_visible_left_chunks(left_chunks, kv_from_skipped):
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(left_chunks=left_chunks, kv_from_skipped=kv_from_skipped)).eval()
+    streamed, full = _streamed_and_full(encoder, torch.randn(1, 97, 80))
+    assert torch.allclose(streamed, full, atol=1e-5)
+
+
+def test_chunk_decisions_are_sampled_once_per_chunk_in_training():
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(decision_unit="chunk", chunk_size=4)).train()
+    x, lengths = _batch()
+    encoder(x, lengths)
+    gates, valid = encoder.gate_info.gates, encoder.gate_info.valid
+    chunks = gates[:, : gates.size(1) // 4 * 4].unflatten(1, (-1, 4))  # (B, chunks, 4, L, 2)
+    full_chunks = valid[:, : gates.size(1) // 4 * 4].unflatten(1, (-1, 4)).all(-1)
+    same = (chunks == chunks[:, :, :1]).all(2).all(-1).all(-1)
+    assert bool(same[full_chunks].all()), "frames of one chunk got different training samples"
+    assert 0.0 < float(gates[valid].mean()) < 1.0
 
 
 def test_batched_equals_alone_for_a_padded_utterance():
