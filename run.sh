@@ -14,6 +14,7 @@
 #                   (--decode_mode streaming: chunk by chunk from the audio, with latency statistics;
 #                   both modes take beam_size and score_norm from --decode_config)
 #   6 scoring       WER per test set (score_wer/result.txt) and exp/RESULTS.md
+#                   (exp/RESULTS_streaming.md for --decode_mode streaming)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # scripts and configs; outputs go under the current folder
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
@@ -33,7 +34,7 @@ train_subsets=train-clean-100  # LibriSpeech subsets that make up train_set
 valid_set=dev_clean
 test_sets="test_clean test_other"
 train_config="${repo}/conf/train_dense.yaml ${repo}/conf/train_amortized.yaml"
-decode_config=${repo}/conf/decode.yaml
+decode_config=""              # empty: conf/decode.yaml offline, conf/decode_streaming.yaml streaming
 decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, our beam search)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
 nbpe=128
@@ -63,6 +64,10 @@ done
 . "${repo}/cmd.sh"
 mkdir -p "${expdir}"
 echo "$(date '+%Y-%m-%dT%H:%M:%S') $0 ${*:-}" >> "${expdir}/run.sh.cmd"
+if [ -z "${decode_config}" ]; then
+  decode_config=${repo}/conf/decode.yaml
+  [ "${decode_mode}" = streaming ] && decode_config=${repo}/conf/decode_streaming.yaml
+fi
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
 model_tag() { local name; name=$(basename "$1"); name=${name%.yaml}; echo "${name#train_}"; }
 
@@ -185,11 +190,13 @@ if run_stage 5; then
 fi
 
 if run_stage 6; then
-  log "stage 6: scoring -> ${expdir}/RESULTS.md"
+  results=${expdir}/RESULTS.md
+  [ "${decode_mode}" = streaming ] && results=${expdir}/RESULTS_streaming.md
+  log "stage 6: scoring -> ${results}"
   exps=()
   for config in ${train_config}; do exps+=("${expdir}/asr_$(model_tag "${config}")"); done
   python "${repo}/local/report.py" --dumpdir "${dumpdir}/fbank" --test_sets ${test_sets} --exps "${exps[@]}" \
     --mode "${decode_mode}" \
-    --out "${expdir}/RESULTS.md"
+    --out "${results}"
 fi
 log "done (stages ${stage}-${stop_stage})"

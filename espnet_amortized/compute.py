@@ -134,7 +134,7 @@ def count_streaming_macs(encoder, state: Dict) -> MacReport:
     """MACs of what ``encoder.forward_chunk`` ran so far for the utterance(s) of ``state``."""
     from espnet_amortized.encoder.masks import chunk_attention_mask
 
-    gates = torch.cat(state["gates"], dim=1)
+    gates = torch.cat(state["gates"], dim=1).cpu()  # counting happens on the CPU, wherever the model runs
     valid = torch.ones(gates.size(0), gates.size(1), dtype=torch.bool)
     allowed = chunk_attention_mask(gates.size(1), encoder.chunk_size, encoder.left_chunks)
     return count_macs(encoder, gates, valid, allowed, state["input_frames"])

@@ -69,27 +69,46 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                         "compute_ratio_encoder": summary.get("compute_ratio_encoder"),
                         "gflops_per_second": summary["gflops_per_second"],
                         "rtf": summary["rtf"], "encoder_rtf": summary.get("encoder_rtf"),
+                        # streaming decodings only
+                        "beam_size": summary.get("beam_size"),
+                        "piece_latency_mean_ms": summary.get("piece_latency_mean_ms"),
+                        "piece_latency_p95_ms": summary.get("piece_latency_p95_ms"),
+                        "algorithmic_latency_ms": summary.get("algorithmic_latency_ms"),
                     }
                 )
     return rows
 
 
-def format_markdown(rows) -> str:
+def format_markdown(rows, mode: str = "offline") -> str:
     header = (
         "| model | params | test set | gate threshold | WER % (S/D/I) | compute ratio layers "
         "| compute ratio encoder | GFLOPs / audio s | RTF | encoder RTF |"
     )
-    lines = [header, "|" + "---|" * 10]
+    columns = 10
+    if mode == "streaming":
+        header += " beam | piece latency mean / p95 ms | algorithmic latency ms |"
+        columns += 3
+    lines = [header, "|" + "---|" * columns]
     for r in rows:
         params = f"{r['parameters'] / 1e6:.2f} M" if r["parameters"] else "-"
         threshold = "-" if r["gate_threshold"] is None else f"{r['gate_threshold']:g}"
         encoder_rtf = "-" if r["encoder_rtf"] is None else f"{r['encoder_rtf']:.4f}"
-        lines.append(
+        line = (
             f"| {r['model']} | {params} | {r['test_set']} | {threshold} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
             f"| {r['compute_ratio_layers']:.3f} | {r['compute_ratio_encoder']:.3f} | {r['gflops_per_second']:.3f} "
             f"| {r['rtf']:.4f} | {encoder_rtf} |"
         )
+        if mode == "streaming":
+            line += (
+                f" {r['beam_size'] or '-'} | {_number(r['piece_latency_mean_ms'])} / {_number(r['piece_latency_p95_ms'])} "
+                f"| {_number(r['algorithmic_latency_ms'], 0)} |"
+            )
+        lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _number(value, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def main(argv=None) -> None:
@@ -101,7 +120,7 @@ def main(argv=None) -> None:
     parser.add_argument("--mode", default="offline", choices=["offline", "streaming"], help="which decodings")
     args = parser.parse_args(argv)
     rows = gather(args.dumpdir, args.test_sets, args.exps, args.mode)
-    table = format_markdown(rows)
+    table = format_markdown(rows, args.mode)
     machine = describe_machine()
     text = (
         f"# Results ({time.strftime('%Y-%m-%d %H:%M')})\n\n"

@@ -88,7 +88,7 @@ def test_decoding_at_a_list_of_gate_thresholds(recipe):
     assert "| asr_amortized |" in results and "| 0.8 |" in results
 
 
-def test_streaming_decoding_stage_uses_the_decode_config(recipe):
+def test_streaming_decoding_stage_uses_the_streaming_decode_config(recipe):
     import json
 
     work, _ = recipe
@@ -96,9 +96,12 @@ def test_streaming_decoding_stage_uses_the_decode_config(recipe):
     for model in ("dense", "amortized"):
         decode = work / "exp" / f"asr_{model}" / "decode_streaming_test_clean"
         summary = json.loads((decode / "summary.json").read_text())
-        assert summary["beam_size"] == 4 and summary["utterances"] == 8  # conf/decode.yaml: beam_size 4
+        assert summary["beam_size"] == 1 and summary["utterances"] == 8  # conf/decode_streaming.yaml: greedy
         assert "Sum/Avg" in (decode / "score_wer" / "result.txt").read_text()
         assert (decode / "partial.jsonl").read_text().count("\n") == 8
+    streaming = (work / "exp" / "RESULTS_streaming.md").read_text()
+    assert "| asr_amortized |" in streaming and "piece latency" in streaming
+    assert "| asr_dense |" in (work / "exp" / "RESULTS.md").read_text()  # the offline table is still there
 
 
 def test_raising_the_threshold_of_the_trained_model_lowers_its_compute(recipe, monkeypatch):

@@ -348,7 +348,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         """
         return {
             "forced_gates": forced_gates,
-            "features": None,  # input frames not yet consumed by the subsampling
+            "features": [],  # input frames not yet consumed by the subsampling (pieces)
+            "feature_frames": 0,
             "frames": None,  # subsampled frames waiting for a full chunk
             "produced": 0,  # subsampled frames produced so far (positional encoding)
             "processed": 0,  # subsampled frames through the layers so far
@@ -368,7 +369,14 @@ class AmortizedTransformerEncoder(AbsEncoder):
         """
         if self.training:
             raise RuntimeError("forward_chunk is for inference: call encoder.eval() first")
-        features = xs if state["features"] is None else torch.cat([state["features"], xs], dim=1)
+        # Features wait until they complete a chunk: the subsampling then runs once per
+        # chunk instead of once per call (the same frames either way).
+        state["features"].append(xs)
+        state["feature_frames"] += xs.size(1)
+        waiting = 0 if state["frames"] is None else state["frames"].size(1)
+        if waiting + self.embed.num_output_frames(state["feature_frames"]) < self.chunk_size and not is_final:
+            return xs.new_zeros(xs.size(0), 0, self._output_size), state
+        features = torch.cat(state["features"], dim=1) if len(state["features"]) > 1 else state["features"][0]
         num_out = self.embed.num_output_frames(features.size(1))
         if num_out > 0:
             used = (num_out - 1) * self.embed.stride + self.embed.receptive_field
@@ -382,7 +390,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             if state["frames"] is not None:
                 frames = torch.cat([state["frames"], frames], dim=1)
             state["frames"] = frames
-        state["features"] = features
+        state["features"], state["feature_frames"] = [features], features.size(1)
 
         outputs = []
         pending = state["frames"]

@@ -32,3 +32,22 @@ def test_threshold_decodes_are_gathered_too(tmp_path):
     assert [d.name for d in decode_dirs(tmp_path, "test_clean")] == ["decode_test_clean_th0.3", "decode_test_clean_th0.7"]
     with pytest.raises(FileNotFoundError, match="run stage 5"):
         decode_dirs(tmp_path, "test_other")
+
+
+def test_streaming_table_has_beam_and_latency_columns(tmp_path):
+    dump = tmp_path / "dump"
+    (dump / "test_clean").mkdir(parents=True)
+    (dump / "test_clean" / "text").write_text("1-1-0000 A B\n")
+    decode = tmp_path / "asr_amortized" / "decode_streaming_test_clean"
+    (decode / "1best_recog").mkdir(parents=True)
+    (decode / "1best_recog" / "text").write_text("1-1-0000 A B\n")
+    (decode / "summary.json").write_text(json.dumps({
+        "compute_ratio_layers": 0.4, "compute_ratio_encoder": 0.4, "gflops_per_second": 0.02, "rtf": 0.01,
+        "encoder_rtf": 0.002, "gate_threshold": 0.5, "beam_size": 4, "piece_latency_mean_ms": 1.25,
+        "piece_latency_p95_ms": 7.5, "algorithmic_latency_ms": 960.0,
+    }))
+    rows = gather(dump, ["test_clean"], [tmp_path / "asr_amortized"], mode="streaming")
+    table = format_markdown(rows, "streaming")
+    assert "| piece latency mean / p95 ms | algorithmic latency ms |" in table.splitlines()[0]
+    assert table.splitlines()[2].endswith("| 0.0100 | 0.0020 | 4 | 1.2 / 7.5 | 960 |")
+    assert table.splitlines()[1].count("---") == 13
