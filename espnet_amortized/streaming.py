@@ -73,6 +73,7 @@ class Speech2TextStreaming:
         asr_train_config,
         asr_model_file,
         gate_threshold: Optional[float] = None,
+        chunk_size: Optional[int] = None,
         beam_size: int = 1,
         max_symbols_per_frame: int = 4,
         score_norm: bool = False,
@@ -96,6 +97,10 @@ class Speech2TextStreaming:
             raise ValueError(f"{asr_train_config}: not a transducer model")
         if gate_threshold is not None:
             model.encoder.gate_threshold = gate_threshold  # the encoder checks the range
+        if chunk_size is not None:  # meaningful for models trained with dynamic_chunk_training
+            if chunk_size <= 0:
+                raise ValueError(f"chunk_size must be > 0 (encoder frames), got {chunk_size}")
+            model.encoder.chunk_size = chunk_size
         model.decoder.set_device(torch.device(device))
         self.model = model
         self.tokenizer, self.converter = text_converters(args.token_type, args.bpemodel, args.token_list)

@@ -61,3 +61,14 @@ def test_audio_at_another_rate_is_an_error_naming_the_file(tmp_path):
     soundfile.write(path, np.zeros(8000, dtype=np.float32), 8000)
     with pytest.raises(ValueError, match="eight_khz.wav: sample rate 8000 Hz"):
         load_audio(str(path))
+
+
+def test_decode_time_chunk_size_streams_like_the_offline_forward_with_that_chunk(saved_model):
+    s2t = Speech2TextStreaming(*saved_model, chunk_size=2)
+    assert s2t.model.encoder.chunk_size == 2
+    audio = np.random.default_rng(5).standard_normal(16000 * 2).astype(np.float32) * 0.1
+    for start in range(0, audio.size, 3200):
+        s2t(audio[start : start + 3200])
+    assert s2t(np.zeros(0, dtype=np.float32), is_final=True) == s2t.decode_offline(audio)
+    with pytest.raises(ValueError, match="chunk_size"):
+        Speech2TextStreaming(*saved_model, chunk_size=0)

@@ -13,7 +13,7 @@ Writes ``1best_recog/text``, ``partial.jsonl`` (the hypothesis after each
 piece), ``compute.jsonl`` (per utterance: MACs and ratios, per-layer unit
 rates, GFLOPs per audio second, encoder and total RTF, per-piece latency mean
 and p95) and ``summary.json``. Algorithmic latency is one encoder chunk
-(chunk_size x the subsampling stride x 10 ms); no look-ahead.
+(chunk_size x the subsampling stride x 10 ms; ``--chunk_size`` changes it); no look-ahead.
 """
 
 import argparse
@@ -38,7 +38,8 @@ def decode(args) -> dict:
     beam_size = args.beam_size if args.beam_size is not None else options.get("beam_size", 1)
     score_norm = bool((options.get("transducer_conf") or {}).get("score_norm", False))
     s2t = Speech2TextStreaming(
-        args.asr_train_config, args.asr_model_file, gate_threshold=args.gate_threshold, beam_size=beam_size,
+        args.asr_train_config, args.asr_model_file, gate_threshold=args.gate_threshold, chunk_size=args.chunk_size,
+        beam_size=beam_size,
         max_symbols_per_frame=args.max_symbols_per_frame, score_norm=score_norm,
     )
     encoder = s2t.model.encoder
@@ -105,6 +106,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_symbols_per_frame", type=int, default=4)
     parser.add_argument("--piece_ms", type=float, default=160.0, help="audio fed per call")
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
+    parser.add_argument("--chunk_size", type=int,
+                        help="override the encoder's chunk (encoder frames; for models trained with dynamic chunks)")
     parser.add_argument("--threads", type=int, default=1)
     return parser
 
