@@ -40,14 +40,30 @@ def kaldi_fbank(samples: torch.Tensor, num_mel_bins: int = 80) -> torch.Tensor:
     )
 
 
-def load_audio(path: str) -> np.ndarray:
-    """Mono float samples of a 16 kHz file; another rate is an error naming the file (no silent resampling)."""
+def load_audio(path: str, changes: Optional[list] = None) -> np.ndarray:
+    """16 kHz mono float samples of a file, as the recipe's feature stage reads it.
+
+    Several channels are averaged and another sample rate is resampled to
+    16 kHz (data prep lists such files in ``notes.txt``); each change is
+    appended to ``changes`` (``"resampled"``, ``"downmixed"``) so that decoders
+    can count them. An unreadable file raises an error naming it.
+    """
     import soundfile
 
-    audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    try:
+        audio, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile has its own error types for corrupt files
+        raise ValueError(f"{path}: unreadable audio ({type(error).__name__}: {error})") from error
+    if audio.shape[1] > 1 and changes is not None:
+        changes.append("downmixed")
+    samples = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
-        raise ValueError(f"{path}: sample rate {rate} Hz; decoding expects {SAMPLE_RATE} Hz (the recipe's features)")
-    return audio.mean(axis=1)
+        import torchaudio
+
+        if changes is not None:
+            changes.append("resampled")
+        samples = torchaudio.functional.resample(torch.from_numpy(samples), rate, SAMPLE_RATE).numpy()
+    return samples
 
 
 class StreamingFbank:

@@ -4,22 +4,32 @@
         --subset train-clean-100 --out data/train_clean_100
 
 Writes ``wav.scp``, ``text``, ``utt2spk``, ``spk2utt``, ``utt2dur`` (sorted by
-utterance id) and ``rejected.txt`` (one line per rejected item: id, reason,
-path). Nothing is dropped without a line there and a count in the log.
-Audio at other sample rates or with several channels is kept: the feature
-stage resamples to 16 kHz and downmixes.
+utterance id), ``rejected.txt`` (one line per rejected item: id, reason,
+path) and ``notes.txt`` (kept, but changed or unusual: id, note, path).
+Nothing is dropped without a line there and a count in the log's one-line
+summary. The outcomes (README, "Troubleshooting"):
+
+- rejected: unreadable (corrupt) audio, zero-length audio, audio without a
+  transcript line (or file), a transcript line without audio, an empty
+  transcript, a duplicate transcript line, a transcript file not in UTF-8;
+- kept with a note: another sample rate (resampled to 16 kHz by the feature
+  stage and the decoders), several channels (downmixed by averaging),
+  non-ASCII characters in a transcript (kept, NFC-normalised and upper-cased),
+  utterances longer than ``--long_seconds`` (kept; ESPnet batches them by length).
 """
 
 import argparse
 import collections
 import logging
 import pathlib
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav")
+LONG_SECONDS = 35.0  # LibriSpeech's longest utterances are ~35 s
 
 
 @dataclass
@@ -31,9 +41,13 @@ class PrepReport:
     def counts(self) -> Dict[str, int]:
         return dict(collections.Counter(reason for _, reason, _ in self.rejected))
 
+    def note_counts(self) -> Dict[str, int]:
+        return dict(collections.Counter(note.split(":")[0] for _, note, _ in self.notes))
+
     def summary(self) -> str:
         rejected = ", ".join(f"{count} {reason}" for reason, count in sorted(self.counts().items())) or "none"
-        return f"kept {self.kept} utterances; rejected {len(self.rejected)} ({rejected})"
+        notes = ", ".join(f"{count} {note}" for note, count in sorted(self.note_counts().items())) or "none"
+        return f"kept {self.kept} utterances (notes: {notes}); rejected {len(self.rejected)} ({rejected})"
 
 
 def read_transcripts(path: pathlib.Path, report: PrepReport) -> Dict[str, str]:
@@ -55,7 +69,7 @@ def read_transcripts(path: pathlib.Path, report: PrepReport) -> Dict[str, str]:
         if utterance in transcripts:
             report.rejected.append((utterance, "duplicate transcript line", f"{path}:{number}"))
             continue
-        transcripts[utterance] = " ".join(parts[1].split()).upper()
+        transcripts[utterance] = " ".join(unicodedata.normalize("NFC", parts[1]).split()).upper()
     return transcripts
 
 
@@ -65,7 +79,9 @@ def audio_info(path: pathlib.Path):
     return soundfile.info(str(path))
 
 
-def prepare(librispeech_root: pathlib.Path, subsets, out: pathlib.Path) -> PrepReport:
+def prepare(
+    librispeech_root: pathlib.Path, subsets, out: pathlib.Path, long_seconds: float = LONG_SECONDS
+) -> PrepReport:
     """One data dir from one or more subsets (e.g. the three training subsets of LibriSpeech 960 h)."""
     subsets = [subsets] if isinstance(subsets, str) else list(subsets)
     chapter_dirs = []
@@ -95,19 +111,29 @@ def prepare(librispeech_root: pathlib.Path, subsets, out: pathlib.Path) -> PrepR
             report.rejected.append((utterance, "no audio file", str(chapter_dir / f"{utterance}.flac")))
         for utterance in sorted(set(transcripts) & set(audio)):
             path = audio[utterance]
+            if path.stat().st_size == 0:  # e.g. a truncated copy
+                report.rejected.append((utterance, "zero-length audio (empty file)", str(path)))
+                continue
             try:
                 info = audio_info(path)
             except Exception as error:  # soundfile raises its own error types for corrupt files
                 report.rejected.append((utterance, f"unreadable audio ({type(error).__name__})", str(path)))
                 continue
             if info.frames == 0:
-                report.rejected.append((utterance, "zero-length audio", str(path)))
+                report.rejected.append((utterance, "zero-length audio (no samples)", str(path)))
                 continue
             if info.samplerate != 16000:
-                report.notes.append((utterance, f"sample rate {info.samplerate} Hz: resampled to 16000", str(path)))
+                report.notes.append((utterance, f"resampled: {info.samplerate} Hz to 16000 Hz", str(path)))
             if info.channels != 1:
-                report.notes.append((utterance, f"{info.channels} channels: downmixed", str(path)))
-            entries[utterance] = (path, transcripts[utterance], speaker, info.frames / info.samplerate)
+                report.notes.append((utterance, f"downmixed: {info.channels} channels to 1", str(path)))
+            text = transcripts[utterance]
+            foreign = sorted({c for c in text if ord(c) > 127})
+            if foreign:
+                report.notes.append((utterance, f"non-ASCII: kept {''.join(foreign)}", str(path)))
+            seconds = info.frames / info.samplerate
+            if seconds > long_seconds:
+                report.notes.append((utterance, f"long: {seconds:.1f} s, kept", str(path)))
+            entries[utterance] = (path, text, speaker, seconds)
     report.kept = len(entries)
     write_data_dir(out, entries, report)
     log.info("%s: %s", " + ".join(subsets), report.summary())
@@ -140,9 +166,10 @@ def main(argv=None) -> None:
     parser.add_argument("--librispeech_root", type=pathlib.Path, required=True, help="the LibriSpeech/ folder")
     parser.add_argument("--subset", nargs="+", required=True, help="e.g. train-clean-100 (several: one data dir)")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="data dir to write")
+    parser.add_argument("--long_seconds", type=float, default=LONG_SECONDS, help="note utterances longer than this")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (data_prep) %(message)s")
-    report = prepare(args.librispeech_root, args.subset, args.out)
+    report = prepare(args.librispeech_root, args.subset, args.out, args.long_seconds)
     if report.kept == 0:
         raise SystemExit(f"{' '.join(args.subset)}: no usable utterance under {args.librispeech_root}; see {args.out}/rejected.txt")
 

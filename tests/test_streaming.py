@@ -52,17 +52,36 @@ def test_utterance_normalisation_is_rejected(saved_model, tmp_path):
         Speech2TextStreaming(tmp_path / "config.yaml", saved_model[1])
 
 
-def test_audio_at_another_rate_is_an_error_naming_the_file(tmp_path):
+@pytest.mark.parametrize("rate,channels", [(8000, 1), (44100, 1), (16000, 2), (44100, 2)])
+def test_audio_is_read_as_the_feature_stage_reads_it(tmp_path, rate, channels):
+    """Other rates are resampled and channels averaged (counted), like local/features.py."""
+    import importlib.util
+    import pathlib
+
     import soundfile
 
     from espnet_amortized.streaming import load_audio
 
-    path = tmp_path / "eight_khz.wav"
-    soundfile.write(path, np.zeros(8000, dtype=np.float32), 8000)
-    with pytest.raises(ValueError, match="eight_khz.wav: sample rate 8000 Hz"):
+    spec = importlib.util.spec_from_file_location("features", pathlib.Path(__file__).parents[1] / "local" / "features.py")
+    features = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(features)
+    path = tmp_path / "odd.flac"
+    audio = np.random.default_rng(0).standard_normal((rate, channels)).astype(np.float32) * 0.1
+    soundfile.write(path, audio, rate)
+    changes = []
+    samples = load_audio(str(path), changes)
+    assert samples.shape == (16000,)
+    np.testing.assert_allclose(samples, features.read_audio(str(path)).numpy(), atol=1e-6)
+    assert changes == (["downmixed"] if channels > 1 else []) + (["resampled"] if rate != 16000 else [])
+
+
+def test_unreadable_audio_is_an_error_naming_the_file(tmp_path):
+    from espnet_amortized.streaming import load_audio
+
+    path = tmp_path / "corrupt.flac"
+    path.write_bytes(b"not a flac file")
+    with pytest.raises(ValueError, match="corrupt.flac: unreadable audio"):
         load_audio(str(path))
-
-
 def test_decode_time_chunk_size_streams_like_the_offline_forward_with_that_chunk(saved_model):
     s2t = Speech2TextStreaming(*saved_model, chunk_size=2)
     assert s2t.model.encoder.chunk_size == 2

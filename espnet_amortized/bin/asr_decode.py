@@ -34,8 +34,12 @@ log = logging.getLogger("asr_decode")
 FRAME_SHIFT_S = 0.01
 
 
-def iterate_data(data_dir: pathlib.Path) -> Iterator[Tuple[str, np.ndarray, float]]:
-    """(key, speech, seconds): fbank frames from feats.scp, or samples from wav.scp."""
+def iterate_data(data_dir: pathlib.Path, changes: list = None) -> Iterator[Tuple[str, np.ndarray, float]]:
+    """(key, speech, seconds): fbank frames from feats.scp, or samples from wav.scp.
+
+    Audio is read as the feature stage reads it (16 kHz mono); the changes
+    made ("resampled", "downmixed") are appended to ``changes``.
+    """
     feats = data_dir / "feats.scp"
     if feats.is_file():
         import kaldiio
@@ -48,7 +52,7 @@ def iterate_data(data_dir: pathlib.Path) -> Iterator[Tuple[str, np.ndarray, floa
     for line in (data_dir / "wav.scp").read_text(encoding="utf-8").splitlines():
         if line.strip():
             key, path = line.split(maxsplit=1)
-            audio = load_audio(path)
+            audio = load_audio(path, changes)
             yield key, audio, audio.shape[0] / SAMPLE_RATE
 
 
@@ -126,8 +130,9 @@ def decode(args) -> Dict:
     texts, tokens, scores, records = [], [], [], []
     from tqdm import tqdm
 
+    changes = []
     with ComputeProbe(encoder) as probe:
-        for key, speech, seconds in tqdm(list(iterate_data(args.data)), desc=f"decoding {args.data.name}", unit="utt", disable=None):
+        for key, speech, seconds in tqdm(list(iterate_data(args.data, changes)), desc=f"decoding {args.data.name}", unit="utt", disable=None):
             probe.encoder_seconds = 0.0
             start = time.perf_counter()
             with torch.no_grad():
@@ -148,6 +153,8 @@ def decode(args) -> Dict:
     summary = summarize(records)
     summary["gate_threshold"] = encoder.gate_threshold if getattr(encoder, "gated", False) else None
     summary["encoder"] = type(encoder).__name__
+    summary["resampled_utterances"] = changes.count("resampled")
+    summary["downmixed_utterances"] = changes.count("downmixed")
     (args.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("%s: %s", args.output_dir, json.dumps(summary))
     return summary

@@ -50,7 +50,8 @@ def decode(args) -> dict:
     texts, records = [], []
     with open(args.output_dir / "partial.jsonl", "w") as partial_file:
         for key, path in entries:
-            audio = load_audio(path)
+            changes = []
+            audio = load_audio(path, changes)
             seconds = audio.size / SAMPLE_RATE
             s2t.reset()
             latencies, partials = [], []
@@ -65,7 +66,8 @@ def decode(args) -> dict:
             record = {"key": key, "seconds": seconds, "decode_seconds": sum(latencies),
                       "encoder_seconds": s2t.encoder_seconds,
                       "piece_latency_mean_ms": 1e3 * float(np.mean(latencies)),
-                      "piece_latency_p95_ms": 1e3 * float(np.percentile(latencies, 95))}
+                      "piece_latency_p95_ms": 1e3 * float(np.percentile(latencies, 95)),
+                      "audio_changes": changes}
             if report is not None:
                 record.update(report.as_dict())
                 record["gflops_per_second"] = report.gflops_per_second(seconds)
@@ -87,6 +89,9 @@ def decode(args) -> dict:
         "algorithmic_latency_ms": encoder.chunk_size * encoder.embed.stride * 10.0,
         "gate_threshold": encoder.gate_threshold if getattr(encoder, "gated", False) else None,
         "beam_size": beam_size,
+        # Utterances read with a change (other sample rate, several channels); data prep's notes.txt lists them.
+        "resampled_utterances": sum("resampled" in r["audio_changes"] for r in records),
+        "downmixed_utterances": sum("downmixed" in r["audio_changes"] for r in records),
     }
     if records and all("macs_encoder" in r for r in records):
         summary.update(summarize_records(records, audio_total))
