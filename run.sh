@@ -33,7 +33,7 @@ train_set=train_clean_100
 train_subsets=train-clean-100  # LibriSpeech subsets that make up train_set
 valid_set=dev_clean
 test_sets="test_clean test_other"
-train_config="${repo}/conf/train_dense.yaml ${repo}/conf/train_amortized.yaml"
+train_config="conf/train_dense.yaml conf/train_amortized.yaml"  # relative to here or to the repository
 decode_config=""              # empty: conf/decode.yaml offline, conf/decode_streaming.yaml streaming
 decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, our beam search)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
@@ -53,6 +53,7 @@ while [ $# -gt 0 ]; do
       exit 0 ;;
     --*)
       name=${1#--}
+      # shellcheck disable=SC2086  # the option list is split into words on purpose
       case " $(echo ${options}) " in *" ${name} "*) ;; *) echo "$0: unknown option $1 (see --help)" >&2; exit 1 ;; esac
       [ $# -ge 2 ] || { echo "$0: $1 needs a value" >&2; exit 1; }
       printf -v "${name}" '%s' "$2"; shift 2 ;;
@@ -60,15 +61,30 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# shellcheck source=path.sh
 . "${repo}/path.sh"
+# shellcheck source=cmd.sh
 . "${repo}/cmd.sh"
 mkdir -p "${expdir}"
 echo "$(date '+%Y-%m-%dT%H:%M:%S') $0 ${*:-}" >> "${expdir}/run.sh.cmd"
+# Training configs: a space-separated list of files, found here or in the repository (whose own
+# path may contain spaces).
+configs=()
+for config in ${train_config}; do
+  if [ -f "${config}" ]; then configs+=("${config}")
+  elif [ -f "${repo}/${config}" ]; then configs+=("${repo}/${config}")
+  else echo "$0: --train_config: ${config} is neither a file here nor in ${repo}" >&2; exit 1; fi
+done
 if [ -z "${decode_config}" ]; then
   decode_config=${repo}/conf/decode.yaml
   [ "${decode_mode}" = streaming ] && decode_config=${repo}/conf/decode_streaming.yaml
 fi
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+if run_stage 4; then
+  # Seconds now rather than a failed stage 4 after the corpus, features and statistics.
+  log "checking the training configs: ${configs[*]}"
+  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${configs[@]}" -- --input_size 80
+fi
 model_tag() { local name; name=$(basename "$1"); name=${name%.yaml}; echo "${name#train_}"; }
 
 all_sets="${train_set} ${valid_set} ${test_sets}"
@@ -87,6 +103,7 @@ if run_stage 0; then
     fi
   else
     log "stage 0: LibriSpeech (${librispeech_subsets}) -> ${download_dir}"
+    # shellcheck disable=SC2086  # a list of subset names
     python "${repo}/local/download_librispeech.py" --out "${download_dir}" --subsets ${librispeech_subsets}
     librispeech_root="${download_dir}/LibriSpeech"
   fi
@@ -134,14 +151,14 @@ if run_stage 4; then
   feature_args=(--input_size 80 --normalize global_mvn --normalize_conf "stats_file=${dumpdir}/fbank/${train_set}/cmvn.npz")
   if [ ! -f "${stats_dir}/.done" ]; then
     log "stage 4: ESPnet collect_stats -> ${stats_dir}"
-    first_config=${train_config%% *}
+    first_config=${configs[0]}
     ${train_cmd} --num_threads 2 "${stats_dir}/launch.log" \
       python -m espnet_amortized.recipe.espnet_jobs collect_stats --config "${first_config}" "${data_args[@]}" -- \
         "${feature_args[@]}"
     touch "${stats_dir}/.done"
   fi
   pids=()
-  for config in ${train_config}; do
+  for config in "${configs[@]}"; do
     tag=$(model_tag "${config}")
     exp="${expdir}/asr_${tag}"
     [ -f "${exp}/.done" ] && continue
@@ -162,7 +179,7 @@ fi
 
 if run_stage 5; then
   pids=()
-  for config in ${train_config}; do
+  for config in "${configs[@]}"; do
     exp="${expdir}/asr_$(model_tag "${config}")"
     for set in ${test_sets}; do
       for threshold in ${gate_thresholds:-default}; do
@@ -194,7 +211,8 @@ if run_stage 6; then
   [ "${decode_mode}" = streaming ] && results=${expdir}/RESULTS_streaming.md
   log "stage 6: scoring -> ${results}"
   exps=()
-  for config in ${train_config}; do exps+=("${expdir}/asr_$(model_tag "${config}")"); done
+  for config in "${configs[@]}"; do exps+=("${expdir}/asr_$(model_tag "${config}")"); done
+  # shellcheck disable=SC2086  # a list of test set names
   python "${repo}/local/report.py" --dumpdir "${dumpdir}/fbank" --test_sets ${test_sets} --exps "${exps[@]}" \
     --mode "${decode_mode}" \
     --out "${results}"

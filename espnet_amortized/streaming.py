@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from espnet_amortized import register
-from espnet_amortized._espnet import asr_task_class, text_converters
+from espnet_amortized._espnet import text_converters
+from espnet_amortized.checks import load_asr_model
 from espnet_amortized.search import BeamTransducerSearch, GreedyTransducerSearch
 
 register()
@@ -95,8 +96,7 @@ class Speech2TextStreaming:
         score_norm: bool = False,
         device: str = "cpu",
     ):
-        model, args = asr_task_class().build_model_from_file(asr_train_config, asr_model_file, device)
-        model.eval()
+        model, args = load_asr_model(asr_train_config, asr_model_file, device)
         if model.frontend is not None:
             raise ValueError(
                 f"{asr_train_config}: streaming needs a model trained on fbank features (input_size set, "

@@ -169,3 +169,37 @@ def test_the_recipe_model_streams_like_it_decodes_offline(recipe, monkeypatch, b
         final = s2t(np.zeros(0, dtype=np.float32), is_final=True)
         assert final == s2t.decode_offline(audio)
     assert len(entries) == 8
+
+
+def test_a_bad_training_config_fails_before_any_work(tmp_path):
+    bad = tmp_path / "bad config.yaml"
+    bad.write_text("encoder: amortized_transformer\nencoder_conf:\n    chunk_size: 0\ndecoder: transducer\nmodel: amortized_espnet\n")
+    command = ["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--train_config", "conf/train_dense.yaml"]
+    result = subprocess.run([*command[:-1], str(bad).replace(" ", "\\ ")], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "neither a file here" in result.stderr  # a space splits the list: said so
+    (tmp_path / "bad.yaml").write_text(bad.read_text())
+    result = subprocess.run([*command[:-1], "bad.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "bad training config: bad.yaml: chunk_size must be > 0" in result.stderr
+    assert not (tmp_path / "downloads").exists() and not (tmp_path / "data").exists()
+
+
+def test_the_recipe_runs_from_a_repository_path_with_spaces(recipe, tmp_path):
+    """A clone under 'my projects/…': the recipe's own paths (scripts, configs, launchers) stay whole."""
+    import shutil
+
+    work, _ = recipe
+    clone = tmp_path / "my projects" / "espnet amortized"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, tracked):
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, clone / name)
+    (clone / ".venv").symlink_to(REPO / ".venv")
+    out = tmp_path / "recipe output"
+    out.mkdir()
+    command = ["bash", str(clone / "run.sh"), "--stage", "1", "--stop_stage", "3", "--nbpe", "48", "--nj", "2",
+               "--librispeech_root", str(work / "downloads" / "synthetic_tiny" / "LibriSpeech")]
+    result = subprocess.run(command, cwd=out, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "data" / "token_list" / "bpe48" / "tokens.txt").is_file()
+    assert (out / "dump" / "fbank" / "test_other" / "feats.scp").is_file()

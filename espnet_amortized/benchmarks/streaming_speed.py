@@ -32,7 +32,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from espnet_amortized._espnet import asr_task_class
+from espnet_amortized.checks import load_asr_model
 from espnet_amortized.benchmarks import config_of, machine_info, report
 from espnet_amortized.compute import count_macs, count_streaming_macs
 
@@ -68,12 +68,7 @@ def parse_models(specs: List[str]) -> List[Tuple[str, pathlib.Path]]:
 
 
 def load_model(exp_dir: pathlib.Path, model_file: str, device: str):
-    config, weights = exp_dir / "config.yaml", exp_dir / model_file
-    for path in (config, weights):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing (train the model first: ./run.sh --stage 4)")
-    model, _ = asr_task_class().build_model_from_file(config, weights, device)
-    model.eval()
+    model, _ = load_asr_model(exp_dir / "config.yaml", exp_dir / model_file, device)
     if not hasattr(model.encoder, "forward_chunk"):
         raise ValueError(f"{config}: encoder {type(model.encoder).__name__} cannot stream")
     return model

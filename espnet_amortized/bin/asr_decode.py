@@ -27,6 +27,7 @@ import yaml
 
 from espnet_amortized import register
 from espnet_amortized._espnet import speech2text_class
+from espnet_amortized.checks import load_asr_model
 from espnet_amortized.compute import count_macs, summarize_records
 
 register()
@@ -107,6 +108,7 @@ def decode(args) -> Dict:
     torch.set_num_threads(args.threads)
     options = yaml.safe_load(args.config.read_text()) if args.config else {}
     options = options or {}
+    load_asr_model(args.asr_train_config, args.asr_model_file)  # readable errors for mismatched files first
     speech2text = speech2text_class()(
         asr_train_config=args.asr_train_config,
         asr_model_file=args.asr_model_file,

@@ -11,6 +11,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 from typing import Iterable, Optional, Sequence
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ def run_logged(module: str, args: Sequence, log_path: pathlib.Path, threads: Opt
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log.info("%s (log: %s)", " ".join(command[2:4]), log_path)
-    with open(log_path, "w") as handle:
-        handle.write("# " + " ".join(command) + "\n")
+    # Appended, so that the log of an interrupted run survives its resumption.
+    with open(log_path, "a") as handle:
+        handle.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')} " + " ".join(command) + "\n")
         handle.flush()
         code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
     if code != 0:
@@ -88,6 +90,55 @@ def collect_stats(
     return output_dir
 
 
+def check_config(config: pathlib.Path, espnet_args: Sequence[str] = ()) -> None:
+    """Parse a training config with ESPnet's ASR parser and build its model (a dummy token list, no data).
+
+    Bad options (an unknown encoder option, ``chunk_size <= 0``, ``compute_target``
+    outside (0, 1], ...) fail here, in seconds, before a recipe spends time on
+    corpus, features or statistics. Raises ValueError naming the config.
+    """
+    import yaml
+
+    from espnet_amortized import register
+    from espnet_amortized._espnet import asr_task_class
+
+    register()
+    if not config.is_file():
+        raise ValueError(f"{config}: no such training config")
+    try:
+        yaml.safe_load(config.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{config}: not valid YAML ({error})") from error
+    task = asr_task_class()
+    try:
+        args = task.get_parser().parse_args(["--config", str(config), "--output_dir", "unused", *map(str, espnet_args)])
+    except SystemExit as error:  # argparse has printed what is wrong
+        raise ValueError(f"{config}: ESPnet rejected an option (see the message above)") from error
+    args.token_list = ["<blank>", "<unk>", "a", "<sos/eos>"]
+    args.normalize = None  # the statistics do not exist yet
+    if getattr(args, "input_size", None) is None and getattr(args, "frontend", None) is None:
+        args.input_size = 80
+    try:
+        task.build_model(args)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{config}: {error}") from error
+
+
+def _check_checkpoint(exp_dir: pathlib.Path) -> None:
+    """A checkpoint cut short (the job killed while saving it) would stop ESPnet's resume: set it aside."""
+    import torch
+
+    checkpoint = exp_dir / "checkpoint.pth"
+    if not checkpoint.is_file():
+        return
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated file raises one of several error types
+        aside = checkpoint.with_name(f"checkpoint.pth.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+        checkpoint.replace(aside)
+        log.warning("%s is unreadable (%s); moved to %s, training starts again", checkpoint, error, aside.name)
+
+
 def train(
     config: pathlib.Path,
     train_dir: pathlib.Path,
@@ -102,6 +153,7 @@ def train(
     threads: Optional[int] = None,
 ) -> pathlib.Path:
     """ESPnet training (resumes from ``exp_dir/checkpoint.pth`` when it exists)."""
+    _check_checkpoint(exp_dir)
     args = ["--config", config, "--output_dir", exp_dir, "--ngpu", ngpu, "--resume", "true"]
     args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
     for split in ("train", "valid"):
@@ -141,6 +193,9 @@ def get_parser():
         description="Run ESPnet's collect_stats or training for the recipe (arguments after -- go to ESPnet).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check_config", help="build each config's model once, before any recipe work")
+    check.add_argument("--config", type=pathlib.Path, nargs="+", required=True)
+    check.add_argument("espnet_args", nargs="*", help="extra ESPnet options (after --), e.g. --input_size 80")
     for name, help_text in (("collect_stats", "shape files and feature statistics (once per data and token set)"),
                             ("train", "training (resumes from the experiment's checkpoint)")):
         command = sub.add_parser(name, help=help_text)
@@ -162,6 +217,13 @@ def get_parser():
 def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (espnet_jobs) %(message)s")
     args = get_parser().parse_args(argv)
+    if args.command == "check_config":
+        try:
+            for config in args.config:
+                check_config(config, args.espnet_args)
+        except ValueError as error:
+            raise SystemExit(f"bad training config: {error}")
+        return
     common = dict(token_type=args.token_type, bpemodel=args.bpemodel)
     if args.command == "collect_stats":
         collect_stats(

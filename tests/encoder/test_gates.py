@@ -28,10 +28,12 @@ def test_gate_probability_is_sigmoid_of_logit_at_any_temperature():
 
 @pytest.mark.parametrize("temperature", [1e-8, 1e-3, 1.0, 1e4])
 def test_extreme_logits_and_temperatures_stay_finite(temperature):
-    logits = torch.tensor([-1e30, -1e4, -50.0, 0.0, 50.0, 1e4, 1e30], requires_grad=True)
+    logits = torch.tensor([-float("inf"), -1e30, -1e4, -50.0, 0.0, 50.0, 1e4, 1e30, float("inf")], requires_grad=True)
     gates = gumbel_sigmoid_straight_through(logits, temperature)
     gates.sum().backward()
     assert torch.isfinite(gates).all() and torch.isfinite(logits.grad).all()
+    assert set(gates.detach().tolist()) <= {0.0, 1.0}
+    assert set(hard_gates(logits.detach(), 0.5).tolist()) <= {0.0, 1.0}
 
 
 def test_nonpositive_temperature_is_rejected():

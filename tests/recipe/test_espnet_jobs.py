@@ -96,3 +96,122 @@ def test_recipe_configs_build_and_run_a_training_step(config):
     loss, stats, _ = model(speech, lengths, text, text_lengths)
     loss.backward()
     assert torch.isfinite(loss).all() and "loss_transducer" in stats
+
+
+# -- interruptions and bad batches: a small amortized model on fbank features --------------------
+ROBUST_TRAINING = ["--max_epoch", "3", "--num_workers", "0", "--use_tensorboard", "false", "--batch_type", "unsorted",
+                   "--batch_size", "4", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def fbank_data(synthetic_librispeech, tmp_path_factory):
+    """train-clean-100 (48 utterances) + one utterance whose features are NaN; dev-clean for validation."""
+    import kaldiio
+    import numpy as np
+
+    from data_prep import prepare
+    from features import extract
+
+    work = tmp_path_factory.mktemp("robust training")
+    dirs = {}
+    for subset, name in (("train-clean-100", "train"), ("dev-clean", "valid")):
+        prepare(synthetic_librispeech, subset, work / "data" / name)
+        extract(work / "data" / name, work / "dump" / name, nj=1)
+        dirs[name] = work / "dump" / name
+    train = dirs["train"]
+    with kaldiio.WriteHelper(f"ark,scp:{train / 'nan.ark'},{train / 'nan.scp'}") as writer:
+        writer("zz-nan-0000", np.full((150, 80), np.nan, dtype=np.float32))
+    for name, line in (("feats.scp", (train / "nan.scp").read_text()), ("text", "zz-nan-0000 A B\n")):
+        with open(train / name, "a") as handle:
+            handle.write(line)
+    characters = sorted({c for d in dirs.values() for line in (d / "text").read_text().splitlines()
+                         for c in line.split(maxsplit=1)[1]} - {" "})
+    tokens = work / "tokens.txt"
+    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", *characters, "<sos/eos>"]) + "\n")
+    config = yaml.safe_load((REPO / "conf" / "train_amortized.yaml").read_text())
+    config["encoder_conf"].update(output_size=32, linear_units=64, num_blocks=2, chunk_size=4)
+    config["decoder_conf"].update(hidden_size=32)
+    config["joint_net_conf"] = {"joint_space_size": 32}
+    config["model_conf"].update(compute_warmup_steps=0)
+    config.update(input_size=80, normalize=None, frontend=None)
+    (work / "train.yaml").write_text(yaml.safe_dump(config))
+    stats = espnet_jobs.collect_stats(work / "train.yaml", train, dirs["valid"], tokens, work / "stats",
+                                      extra=["--num_workers", "0", "--input_size", "80"])
+    return work, train, dirs["valid"], tokens, stats
+
+
+def _train_command(fbank_data, exp):
+    import sys
+
+    work, train, valid, tokens, stats = fbank_data
+    return [sys.executable, "-m", "espnet_amortized.recipe.espnet_jobs", "train", "--config", str(work / "train.yaml"),
+            "--train_dir", str(train), "--valid_dir", str(valid), "--token_list", str(tokens), "--token_type", "char",
+            "--stats_dir", str(stats), "--exp_dir", str(exp), "--threads", "1", "--", "--input_size", "80",
+            *ROBUST_TRAINING]
+
+
+def _epoch_results(log: str) -> dict:
+    import re
+
+    results = {}
+    for match in re.finditer(r"(\d+)epoch results: \[train\] (.*?)\[valid\] (.*?), time=", log):
+        train = dict(re.findall(r"(\w+)=([-\d.e+nai]+)", match.group(2)))
+        valid = dict(re.findall(r"(\w+)=([-\d.e+nai]+)", match.group(3)))
+        results[int(match.group(1))] = {"train": train, "valid": valid}
+    return results
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(fbank_data):
+    import subprocess
+
+    exp = fbank_data[0] / "exp_uninterrupted"
+    subprocess.run(_train_command(fbank_data, exp), check=True, capture_output=True)
+    return exp
+
+
+def test_a_nan_batch_is_skipped_and_counted_not_propagated(uninterrupted):
+    import math
+
+    import torch
+
+    log = (uninterrupted / "train.log").read_text()
+    assert "Skipping updating the model" in log and "loss is nan for a batch" in log
+    results = _epoch_results(log)
+    assert sorted(results) == [1, 2, 3]
+    for epoch in results.values():
+        assert float(epoch["train"]["nonfinite_loss"]) > 0  # one batch in every epoch holds the NaN utterance
+        assert math.isfinite(float(epoch["train"]["loss"])) and math.isfinite(float(epoch["valid"]["loss"]))
+    state = torch.load(uninterrupted / "3epoch.pth", map_location="cpu")
+    assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+
+
+def test_kill_during_training_then_rerun_resumes_to_the_same_model(fbank_data, uninterrupted):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    exp = fbank_data[0] / "exp_killed"
+    process = subprocess.Popen(_train_command(fbank_data, exp), start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (exp / "1epoch.pth").exists():  # saved after checkpoint.pth: epoch 1 is complete
+        assert process.poll() is None and time.time() < deadline, "training ended before its first epoch was saved"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert "3epoch results" not in (exp / "train.log").read_text(), "killed too late to test resumption"
+    subprocess.run(_train_command(fbank_data, exp), check=True, capture_output=True)
+    log = (exp / "train.log").read_text()
+    assert log.count("# ") >= 2  # both runs' command lines: the interrupted run's log is kept
+    resumed, reference = _epoch_results(log), _epoch_results((uninterrupted / "train.log").read_text())
+    assert float(resumed[3]["valid"]["loss"]) == pytest.approx(float(reference[3]["valid"]["loss"]), rel=1e-4)
+    assert float(resumed[3]["train"]["loss"]) == pytest.approx(float(reference[3]["train"]["loss"]), rel=1e-4)
+
+
+def test_a_checkpoint_cut_short_is_set_aside(tmp_path):
+    (tmp_path / "checkpoint.pth").write_bytes(b"PK\x03\x04 truncated")
+    espnet_jobs._check_checkpoint(tmp_path)
+    assert not (tmp_path / "checkpoint.pth").exists()
+    assert len(list(tmp_path.glob("checkpoint.pth.unreadable-*"))) == 1
