@@ -13,8 +13,9 @@
 #   5 decoding      batch-1 decoding of every test set with compute and time statistics
 #                   (--decode_mode streaming: chunk by chunk from the audio, with latency statistics;
 #                   both modes take beam_size and score_norm from --decode_config)
-#   6 scoring       WER per test set (score_wer/result.txt) and exp/RESULTS.md
-#                   (exp/RESULTS_streaming.md for --decode_mode streaming)
+#   6 scoring       WER per test set (score_wer/result.txt) with bootstrap intervals and paired tests
+#                   against the first model, exp/RESULTS.md and exp/plots/ (Pareto, training curves,
+#                   compute allocation); exp/RESULTS_streaming.md and exp/plots_streaming/ when streaming
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # scripts and configs; outputs go under the current folder
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
@@ -39,12 +40,13 @@ decode_mode=offline           # offline (ESPnet beam search on whole utterances)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
 nbpe=128
 train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
+train_jobs=0                  # trainings at once (0: all side by side)
 datadir=data
 expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets valid_set test_sets train_config decode_config decode_mode gate_thresholds nbpe train_args datadir expdir dumpdir"
+  train_set train_subsets valid_set test_sets train_config decode_config decode_mode gate_thresholds nbpe train_args train_jobs datadir expdir dumpdir"
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
@@ -157,7 +159,7 @@ if run_stage 4; then
         "${feature_args[@]}"
     touch "${stats_dir}/.done"
   fi
-  pids=()
+  pids=(); failed=0
   for config in "${configs[@]}"; do
     tag=$(model_tag "${config}")
     exp="${expdir}/asr_${tag}"
@@ -171,8 +173,10 @@ if run_stage 4; then
         --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 -- "${feature_args[@]}" ${train_args} \
       && touch "${exp}/.done" &
     pids+=($!)
+    if [ "${train_jobs}" -gt 0 ] && [ "${#pids[@]}" -ge "${train_jobs}" ]; then
+      wait "${pids[0]}" || failed=$((failed + 1)); pids=("${pids[@]:1}")
+    fi
   done
-  failed=0
   for pid in "${pids[@]}"; do wait "${pid}" || failed=$((failed + 1)); done
   [ "${failed}" -eq 0 ] || { log "stage 4: ${failed} training job(s) failed: see ${expdir}/asr_*/train.log"; exit 1; }
 fi
@@ -216,5 +220,9 @@ if run_stage 6; then
   python "${repo}/local/report.py" --dumpdir "${dumpdir}/fbank" --test_sets ${test_sets} --exps "${exps[@]}" \
     --mode "${decode_mode}" \
     --out "${results}"
+  plots=${expdir}/plots
+  [ "${decode_mode}" = streaming ] && plots=${expdir}/plots_streaming
+  python "${repo}/local/plots.py" --results "${results%.md}.json" --exps "${exps[@]}" --dumpdir "${dumpdir}/fbank" \
+    --out "${plots}" > /dev/null
 fi
 log "done (stages ${stage}-${stop_stage})"

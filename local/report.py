@@ -47,6 +47,24 @@ def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
     return found
 
 
+def add_statistics(rows, resamples: int = 1000) -> None:
+    """95% bootstrap interval of each WER and a paired bootstrap against the first model's default decoding."""
+    from significance import bootstrap_interval, paired_bootstrap, read_per_utterance
+
+    tables = {id(row): read_per_utterance(row["per_utterance"]) for row in rows}
+    baselines = {}
+    for row in rows:
+        if row["test_set"] not in baselines and row["decode"].endswith(row["test_set"]):
+            baselines[row["test_set"]] = row
+    for row in rows:
+        errors, words = zip(*tables[id(row)].values())
+        _, row["wer_low"], row["wer_high"] = bootstrap_interval(errors, words, resamples)
+        base = baselines.get(row["test_set"])
+        row["baseline"] = None if base is None else base["model"]
+        if base is not None and base is not row:
+            row["vs_baseline"] = paired_bootstrap(tables[id(base)], tables[id(row)], resamples)
+
+
 def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
     rows = []
     for exp in exps:
@@ -63,6 +81,7 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                     {
                         "model": exp.name, "test_set": test_set, "parameters": parameters,
                         "decode": decode.name, "gate_threshold": summary.get("gate_threshold"),
+                        "per_utterance": decode / "score_wer" / "per_utterance.tsv",
                         "wer": wer["err"], "sub": wer["sub"], "del": wer["del"], "ins": wer["ins"],
                         "sentences": wer["sentences"], "words": wer["words"],
                         "compute_ratio_layers": summary.get("compute_ratio_layers"),
@@ -81,10 +100,10 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
 
 def format_markdown(rows, mode: str = "offline") -> str:
     header = (
-        "| model | params | test set | gate threshold | WER % (S/D/I) | compute ratio layers "
-        "| compute ratio encoder | GFLOPs / audio s | RTF | encoder RTF |"
+        "| model | params | test set | gate threshold | WER % (S/D/I) | 95% CI | vs first model: delta [95% CI], P(not worse) "
+        "| compute ratio layers | compute ratio encoder | GFLOPs / audio s | RTF | encoder RTF |"
     )
-    columns = 10
+    columns = 12
     if mode == "streaming":
         header += " beam | piece latency mean / p95 ms | algorithmic latency ms |"
         columns += 3
@@ -95,6 +114,7 @@ def format_markdown(rows, mode: str = "offline") -> str:
         encoder_rtf = "-" if r["encoder_rtf"] is None else f"{r['encoder_rtf']:.4f}"
         line = (
             f"| {r['model']} | {params} | {r['test_set']} | {threshold} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
+            f"| {_interval(r)} | {_versus(r)} "
             f"| {r['compute_ratio_layers']:.3f} | {r['compute_ratio_encoder']:.3f} | {r['gflops_per_second']:.3f} "
             f"| {r['rtf']:.4f} | {encoder_rtf} |"
         )
@@ -105,6 +125,18 @@ def format_markdown(rows, mode: str = "offline") -> str:
             )
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _interval(row) -> str:
+    return f"{row['wer_low']:.2f}-{row['wer_high']:.2f}" if "wer_low" in row else "-"
+
+
+def _versus(row) -> str:
+    versus = row.get("vs_baseline")
+    if versus is None:
+        return "-"
+    return (f"{versus['delta']:+.2f} [{versus['low']:+.2f}, {versus['high']:+.2f}] "
+            f"({100 * versus['relative']:+.0f}% rel.), {versus['p_not_worse']:.2f}")
 
 
 def _number(value, digits: int = 1) -> str:
@@ -118,8 +150,11 @@ def main(argv=None) -> None:
     parser.add_argument("--exps", type=pathlib.Path, nargs="+", required=True)
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--mode", default="offline", choices=["offline", "streaming"], help="which decodings")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: none)")
     args = parser.parse_args(argv)
     rows = gather(args.dumpdir, args.test_sets, args.exps, args.mode)
+    if args.bootstrap > 0:
+        add_statistics(rows, args.bootstrap)
     table = format_markdown(rows, args.mode)
     machine = describe_machine()
     text = (
@@ -130,7 +165,7 @@ def main(argv=None) -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     print(table, end="")
 
 

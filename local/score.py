@@ -55,8 +55,10 @@ def score(ref: pathlib.Path, hyp: pathlib.Path, out: pathlib.Path, speaker_of=la
     if missing:
         log.warning("%s: %d references have no hypothesis (scored as deletions), e.g. %s", hyp, len(missing), missing[0])
     totals: Dict[str, Dict[str, int]] = collections.defaultdict(collections.Counter)
+    per_utterance = []
     for key, reference in references.items():
         counts = word_counts(reference, hypotheses.get(key, ""))
+        per_utterance.append(f"{key}\t{counts['substitutions'] + counts['deletions'] + counts['insertions']}\t{counts['words']}")
         counts["sentences"] = 1
         counts["sentence_errors"] = int(counts["hits"] != counts["words"] or counts["insertions"] > 0)
         for group in (speaker_of(key), "Sum/Avg"):
@@ -69,6 +71,8 @@ def score(ref: pathlib.Path, hyp: pathlib.Path, out: pathlib.Path, speaker_of=la
     result["Sum/Avg"]["missing_hypotheses"] = len(missing)
     (out / "result.txt").write_text(format_result(result), encoding="utf-8")
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    # Errors and reference words per utterance: what the bootstrap statistics resample.
+    (out / "per_utterance.tsv").write_text("".join(line + "\n" for line in sorted(per_utterance)), encoding="utf-8")
     return result["Sum/Avg"]
 
 

@@ -4,7 +4,11 @@
         --asr_model_file exp/m/valid.loss.ave.pth --data dump/fbank/test_clean \
         --output_dir exp/m/decode_test_clean [--config conf/decode.yaml] [--gate_threshold 0.5]
 
-Batch 1, one utterance after the other (``--threads`` CPU threads). Reads
+Batch 1, one utterance after the other (``--threads`` CPU threads). With
+``search: greedy`` in the decode YAML, our frame-synchronous greedy search
+(espnet_amortized.search, up to ``max_symbols_per_frame`` labels per frame)
+runs on the whole-utterance encoder output instead of ESPnet's beam search:
+fast, and the same search for every transducer encoder (sweeps). Reads
 ``feats.scp`` (kaldiio) if the data dir has one, else ``wav.scp``. Writes
 ESPnet's layout (``1best_recog/text``, ``token``, ``score``) plus
 ``compute.jsonl`` (per utterance: audio seconds, decode and encoder seconds,
@@ -104,23 +108,52 @@ class ComputeProbe:
         return result
 
 
+class GreedySpeech2Text:
+    """``Speech2Text``'s call interface around our greedy transducer search (whole utterances)."""
+
+    def __init__(self, model, train_args, max_symbols_per_frame: int = 4):
+        from espnet_amortized._espnet import text_converters
+        from espnet_amortized.search import GreedyTransducerSearch
+
+        if getattr(model, "joint_network", None) is None:
+            raise ValueError("search: greedy needs a transducer model")
+        model.decoder.set_device(torch.device("cpu"))
+        self.model = self.asr_model = model
+        self.search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame)
+        self.tokenizer, self.converter = text_converters(train_args.token_type, train_args.bpemodel, train_args.token_list)
+
+    def __call__(self, speech):
+        speech = torch.as_tensor(np.asarray(speech, dtype=np.float32)).unsqueeze(0)
+        encoded, lengths = self.model.encode(speech, torch.tensor([speech.size(1)]))
+        state = self.search.step(self.search.init_state(), encoded[0, : int(lengths[0])])
+        tokens = self.converter.ids2tokens(state.tokens)
+
+        class Hypothesis:  # what decode() reads of ESPnet's hypotheses
+            score = 0.0
+
+        return [(self.tokenizer.tokens2text(tokens), tokens, state.tokens, Hypothesis())]
+
+
 def decode(args) -> Dict:
     torch.set_num_threads(args.threads)
     options = yaml.safe_load(args.config.read_text()) if args.config else {}
     options = options or {}
-    load_asr_model(args.asr_train_config, args.asr_model_file)  # readable errors for mismatched files first
-    speech2text = speech2text_class()(
-        asr_train_config=args.asr_train_config,
-        asr_model_file=args.asr_model_file,
-        device="cpu",
-        beam_size=options.get("beam_size", 4),
-        ctc_weight=options.get("ctc_weight", 0.0),
-        lm_weight=0.0,
-        nbest=1,
-        transducer_conf=options.get("transducer_conf"),
-        maxlenratio=options.get("maxlenratio", 0.0),
-        minlenratio=options.get("minlenratio", 0.0),
-    )
+    model, train_args = load_asr_model(args.asr_train_config, args.asr_model_file)  # readable errors first
+    if options.get("search", "beam") == "greedy":
+        speech2text = GreedySpeech2Text(model, train_args, options.get("max_symbols_per_frame", 4))
+    else:
+        speech2text = speech2text_class()(
+            asr_train_config=args.asr_train_config,
+            asr_model_file=args.asr_model_file,
+            device="cpu",
+            beam_size=options.get("beam_size", 4),
+            ctc_weight=options.get("ctc_weight", 0.0),
+            lm_weight=0.0,
+            nbest=1,
+            transducer_conf=options.get("transducer_conf"),
+            maxlenratio=options.get("maxlenratio", 0.0),
+            minlenratio=options.get("minlenratio", 0.0),
+        )
     model = speech2text.asr_model
     encoder = model.encoder
     if args.gate_threshold is not None:
@@ -137,6 +170,10 @@ def decode(args) -> Dict:
         for key, speech, seconds in tqdm(list(iterate_data(args.data, changes)), desc=f"decoding {args.data.name}", unit="utt", disable=None):
             probe.encoder_seconds = 0.0
             start = time.perf_counter()
+            if np.ndim(speech) == 1 and model.frontend is None:  # audio, for a model trained on the recipe's fbank
+                from espnet_amortized.streaming import kaldi_fbank
+
+                speech = kaldi_fbank(torch.as_tensor(speech)).numpy()
             with torch.no_grad():
                 results = speech2text(speech)
             elapsed = time.perf_counter() - start
@@ -145,6 +182,10 @@ def decode(args) -> Dict:
             tokens.append(f"{key} {' '.join(token)}")
             scores.append(f"{key} {float(hypothesis.score):.4f}")
             record = {"key": key, "seconds": seconds, "decode_seconds": elapsed, "encoder_seconds": probe.encoder_seconds}
+            info = getattr(encoder, "gate_info", None)
+            if info is not None and len(records) < args.save_gates:  # for the compute-allocation plots
+                (args.output_dir / "gates").mkdir(exist_ok=True)
+                np.save(args.output_dir / "gates" / f"{key}.npy", info.gates[0].numpy().astype(np.uint8))
             record.update(probe.measure(seconds))
             records.append(record)
     for name, lines in (("text", texts), ("token", tokens), ("score", scores)):
@@ -183,6 +224,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=pathlib.Path, help="decode YAML: beam_size, transducer_conf, ...")
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--save_gates", type=int, default=3, help="save the unit decisions of this many utterances")
     return parser
 
 

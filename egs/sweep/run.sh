@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Issue 6 sweep: the compute/WER trade-off against toolkit baselines, on identical data and epochs.
+#
+#   egs/sweep/run.sh [--ngpu 1] [--train_jobs N] [--max_epoch E] [any ../../run.sh option]
+#
+# Trains, on the synthetic corpus at size "bench" (6,000 training utterances, 600 per test set):
+#   dense                 conf/train_dense.yaml (the dense T-T baseline)
+#   contextual_block      conf/tuning/train_contextual_block_transformer.yaml (stock ESPnet streaming
+#                         encoder, same decoder, joint network, loss and optimiser)
+#   amortized             conf/train_amortized.yaml (target regulariser, lambda 20, target 0.35)
+#   amortized_w{1,3,10,30} linear regulariser at four compute weights
+#   amortized_layer       ablation: one gate per layer instead of per unit
+#   amortized_local       ablation: per-layer (local) arbitration instead of the global arbitrator
+#   amortized_chunk       ablation: one decision per chunk (conf/tuning/train_amortized_chunk.yaml)
+#   amortized_warm        ablation: warm start from the dense model (trained after it)
+# then decodes every model offline with the same greedy search (conf/decode_greedy.yaml) and each
+# gated model at gate thresholds 0.3 0.5 0.7, and scores with bootstrap intervals, paired tests
+# against the dense model and plots (exp/RESULTS.md, exp/plots/). Outputs go under egs/sweep/.
+# Variants are generated from their base configs by local/derive_config.py into conf_generated/.
+set -euo pipefail
+cd "$(dirname "$0")"
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
+repo=../..
+max_epoch=24
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --max_epoch) max_epoch=$2; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+# shellcheck source=SCRIPTDIR/../../path.sh
+. "${repo}/path.sh"
+
+generated=conf_generated
+derive() {  # name base [--set key=value ...]
+  local name=$1 base=$2; shift 2
+  python "${repo}/local/derive_config.py" --base "${repo}/${base}" --out "${generated}/train_${name}.yaml" "$@"
+}
+for weight in 1 3 10 30; do
+  derive "amortized_w${weight}" conf/train_amortized.yaml \
+    --set model_conf.compute_regularizer=linear --set "model_conf.compute_weight=${weight}"
+done
+derive amortized_layer conf/train_amortized.yaml --set encoder_conf.gate_unit=layer
+derive amortized_local conf/train_amortized.yaml --set encoder_conf.arbitrator=local
+# The dense encoder's weights, not its update counter (the gate temperature schedule starts afresh).
+derive amortized_warm conf/train_amortized.yaml --allow_new init_param \
+  --set 'init_param=["exp/asr_dense/valid.loss.ave.pth:::encoder.num_updates,num_updates"]'
+
+baselines="${repo}/conf/train_dense.yaml ${repo}/conf/tuning/train_contextual_block_transformer.yaml"
+gated="${repo}/conf/train_amortized.yaml ${generated}/train_amortized_w1.yaml ${generated}/train_amortized_w3.yaml"
+gated+=" ${generated}/train_amortized_w10.yaml ${generated}/train_amortized_w30.yaml"
+gated+=" ${generated}/train_amortized_layer.yaml ${generated}/train_amortized_local.yaml"
+gated+=" ${repo}/conf/tuning/train_amortized_chunk.yaml"
+warm="${generated}/train_amortized_warm.yaml"
+common=(--synthetic_size bench --decode_config "${repo}/conf/decode_greedy.yaml")
+train=(--train_args "--max_epoch ${max_epoch}")
+
+log "training the baselines and the amortized models (${max_epoch} epochs each)"
+"${repo}/run.sh" "${common[@]}" "${train[@]}" --train_config "${baselines} ${gated}" --stop_stage 4 "${args[@]}"
+log "training the warm-started model"
+"${repo}/run.sh" "${common[@]}" "${train[@]}" --train_config "${warm}" --stage 4 --stop_stage 4 "${args[@]}"
+log "decoding every model, then the gated ones at three thresholds"
+"${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 5 --stop_stage 5 "${args[@]}"
+"${repo}/run.sh" "${common[@]}" --train_config "${gated} ${warm}" --gate_thresholds "0.3 0.5 0.7" \
+  --stage 5 --stop_stage 5 "${args[@]}"
+log "scoring"
+"${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 6 --stop_stage 6 "${args[@]}"
+log "done: exp/RESULTS.md, exp/plots/"

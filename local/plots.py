@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Plots of a recipe run (PNG, written by the scoring stage).
+
+    python local/plots.py --results exp/RESULTS.json --exps exp/asr_dense exp/asr_amortized \
+        --dumpdir dump/fbank --out exp/plots
+
+- ``pareto_<set>.png``: WER (95% bootstrap interval) against the layer compute
+  ratio, one point per model and decode-time threshold; models with a dense
+  encoder (ratio 1) are the baselines and drawn as stars.
+- ``training_curves.png``: train/valid loss and compute ratio per epoch, from
+  each experiment's ``train.log``.
+- ``compute_<model>_<utterance>.png``: an utterance's fbank above and, below,
+  which MHSA/FFN units ran on each encoder frame (the decoder saves these
+  decisions as ``gates/<utterance>.npy`` for a few utterances).
+"""
+
+import argparse
+import json
+import pathlib
+import re
+from typing import Dict, List
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
+    plt = _pyplot()
+    written = []
+    for test_set in sorted({r["test_set"] for r in rows}):
+        selected = [r for r in rows if r["test_set"] == test_set]
+        figure, axis = plt.subplots(figsize=(6, 4.5))
+        for row in selected:
+            baseline = row["compute_ratio_layers"] >= 0.999
+            low, high = row.get("wer_low", row["wer"]), row.get("wer_high", row["wer"])
+            label = row["model"].removeprefix("asr_")
+            if row.get("gate_threshold") is not None and not row["decode"].endswith(test_set):
+                label += f" @{row['gate_threshold']:g}"
+            axis.errorbar(row["compute_ratio_layers"], row["wer"], yerr=[[row["wer"] - low], [high - row["wer"]]],
+                          fmt="*" if baseline else "o", markersize=12 if baseline else 6, capsize=3)
+            axis.annotate(label, (row["compute_ratio_layers"], row["wer"]), textcoords="offset points",
+                          xytext=(5, 4), fontsize=7)
+        axis.set_xlabel("compute ratio (executed / dense MACs of the encoder layers)")
+        axis.set_ylabel("WER % (95% bootstrap interval)")
+        axis.set_title(f"{test_set}: WER against compute (stars: dense baselines)")
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        path = out / f"pareto_{test_set}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+EPOCH_RESULTS = re.compile(r"(\d+)epoch results: \[train\] (.*?)\[valid\] (.*?), time=")
+
+
+def read_epochs(train_log: pathlib.Path) -> Dict[int, Dict[str, Dict[str, float]]]:
+    """Epoch -> {"train": {...}, "valid": {...}} from ESPnet's ``N epoch results`` lines (last one wins)."""
+    epochs = {}
+    for match in EPOCH_RESULTS.finditer(train_log.read_text(errors="replace")):
+        parts = {}
+        for split, text in (("train", match.group(2)), ("valid", match.group(3))):
+            values = {}
+            for key, value in re.findall(r"(\w+)=([-+\d.e]+|nan|inf)", text):
+                try:
+                    values[key] = float(value)
+                except ValueError:
+                    pass
+            parts[split] = values
+        epochs[int(match.group(1))] = parts
+    return epochs
+
+
+def training_curves(exps: List[pathlib.Path], out: pathlib.Path) -> pathlib.Path:
+    plt = _pyplot()
+    figure, (loss_axis, ratio_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for exp in exps:
+        log = exp / "train.log"
+        if not log.is_file():
+            continue
+        epochs = read_epochs(log)
+        if not epochs:
+            continue
+        x = sorted(epochs)
+        name = exp.name.removeprefix("asr_")
+        line, = loss_axis.plot(x, [epochs[e]["valid"].get("loss", np.nan) for e in x], label=f"{name} valid")
+        loss_axis.plot(x, [epochs[e]["train"].get("loss", np.nan) for e in x], "--", color=line.get_color(), alpha=0.6)
+        if any("compute_ratio" in epochs[e]["train"] for e in x):
+            ratio_axis.plot(x, [epochs[e]["train"].get("compute_ratio", np.nan) for e in x], color=line.get_color(), label=name)
+    loss_axis.set(xlabel="epoch", ylabel="loss (solid: valid, dashed: train)", title="loss")
+    ratio_axis.set(xlabel="epoch", ylabel="compute ratio (train batches)", title="executed compute", ylim=(0, 1.05))
+    for axis in (loss_axis, ratio_axis):
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = out / "training_curves.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def compute_allocation(features: np.ndarray, gates: np.ndarray, title: str, path: pathlib.Path) -> pathlib.Path:
+    """features (T, 80); gates (T', L, 2) 0/1 per encoder frame, layer and unit (MHSA, FFN)."""
+    plt = _pyplot()
+    frames, layers = gates.shape[0], gates.shape[1]
+    rows = gates.transpose(1, 2, 0).reshape(2 * layers, frames)  # layer 1 MHSA, layer 1 FFN, ...
+    seconds = features.shape[0] / 100.0
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True,
+                                         gridspec_kw={"height_ratios": [1, 1.2]})
+    top.imshow(features.T, origin="lower", aspect="auto", extent=(0, seconds, 0, features.shape[1]), cmap="magma")
+    top.set(ylabel="fbank bin", title=title)
+    bottom.imshow(rows, origin="upper", aspect="auto", extent=(0, seconds, 2 * layers, 0), cmap="Greys",
+                  vmin=0, vmax=1, interpolation="nearest")
+    bottom.set_yticks(np.arange(2 * layers) + 0.5)
+    bottom.set_yticklabels([f"L{i // 2 + 1} {'MHSA' if i % 2 == 0 else 'FFN'}" for i in range(2 * layers)], fontsize=6)
+    bottom.set(xlabel="time (s)", ylabel="executed (black)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def allocation_plots(rows: List[Dict], dumpdir: pathlib.Path, out: pathlib.Path, per_model: int = 2) -> List[pathlib.Path]:
+    import kaldiio
+
+    written = []
+    for row in rows:
+        gate_dir = pathlib.Path(row["per_utterance"]).parent.parent / "gates"
+        if not gate_dir.is_dir() or not row["decode"].endswith(row["test_set"]):
+            continue
+        feats = {}
+        scp = dumpdir / row["test_set"] / "feats.scp"
+        wanted = sorted(p.stem for p in gate_dir.glob("*.npy"))[:per_model]
+        for key, matrix in kaldiio.load_scp_sequential(str(scp)):
+            if key in wanted:
+                feats[key] = matrix
+        for key in wanted:
+            if key in feats:
+                gates = np.load(gate_dir / f"{key}.npy")
+                title = f"{row['model'].removeprefix('asr_')} {key}: {gates.mean():.0%} of units executed"
+                written.append(compute_allocation(feats[key], gates, title, out / f"compute_{row['model']}_{key}.png"))
+    return written
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=pathlib.Path, required=True, help="RESULTS.json of local/report.py")
+    parser.add_argument("--exps", type=pathlib.Path, nargs="+", required=True)
+    parser.add_argument("--dumpdir", type=pathlib.Path, required=True)
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    args = parser.parse_args(argv)
+    rows = json.loads(args.results.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = pareto(rows, args.out) + [training_curves(args.exps, args.out)]
+    written += allocation_plots(rows, args.dumpdir, args.out)
+    print("\n".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    main()

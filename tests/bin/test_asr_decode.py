@@ -1,0 +1,48 @@
+import json
+
+import numpy as np
+import soundfile
+
+from espnet_amortized.bin import asr_decode
+
+
+def _wav_dir(tmp_path, count=2):
+    lines = []
+    for index in range(count):
+        path = tmp_path / f"utt{index}.wav"
+        soundfile.write(path, np.random.default_rng(index).standard_normal(24000).astype(np.float32) * 0.1, 16000)
+        lines.append(f"utt{index} {path}")
+    (tmp_path / "wav.scp").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def test_greedy_search_decodes_like_the_streaming_decoder_offline(saved_model, tmp_path):
+    from espnet_amortized.streaming import Speech2TextStreaming, load_audio
+
+    data = _wav_dir(tmp_path)
+    (tmp_path / "greedy.yaml").write_text("search: greedy\nmax_symbols_per_frame: 4\n")
+    config, model = saved_model
+    summary = asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(data),
+                               "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "greedy.yaml")])
+    hypotheses = dict(line.split(maxsplit=1) if " " in line else (line, "")
+                      for line in (tmp_path / "out" / "1best_recog" / "text").read_text().splitlines())
+    reference = Speech2TextStreaming(config, model, beam_size=1)
+    for key, path in (line.split() for line in (data / "wav.scp").read_text().splitlines()):
+        assert hypotheses[key] == reference.decode_offline(load_audio(path))
+    assert summary["utterances"] == 2 and 0 < summary["compute_ratio_layers"] <= 1.01
+
+
+def test_beam_search_writes_compute_records_and_unit_decisions(saved_model, tmp_path):
+    data = _wav_dir(tmp_path, count=3)
+    (tmp_path / "beam.yaml").write_text("beam_size: 2\ntransducer_conf:\n    search_type: default\n    score_norm: true\n")
+    config, model = saved_model
+    out = tmp_path / "out"
+    asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(data),
+                     "--output_dir", str(out), "--config", str(tmp_path / "beam.yaml"), "--save_gates", "2"])
+    records = [json.loads(line) for line in (out / "compute.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in records] == ["utt0", "utt1", "utt2"]
+    saved = sorted(p.name for p in (out / "gates").glob("*.npy"))
+    assert saved == ["utt0.npy", "utt1.npy"]
+    gates = np.load(out / "gates" / "utt0.npy")
+    assert gates.shape[1:] == (2, 2) and set(np.unique(gates)) <= {0, 1}
+    assert abs(gates.mean() - records[0]["compute_ratio_layers"]) < 0.5  # the same decisions, roughly the same share
