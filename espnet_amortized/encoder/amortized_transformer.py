@@ -262,10 +262,15 @@ class AmortizedTransformerEncoder(AbsEncoder):
         elif self.arbitrator is not None:
             logits, new_arbitrator_cache = self.arbitrator(x, arbitrator_cache)
             probs, gates = self._decisions(logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset)
-        else:  # local gates: filled in layer by layer, from each unit's input
-            probs, gates = x.new_ones(batch, length, self.num_blocks, 2), x.new_zeros(batch, length, self.num_blocks, 2)
+        else:  # local gates: decided layer by layer from each unit's input, stacked at the end
+            probs = gates = None
         if forced_gates is not None and self.gated:
             gates = forced_gates.to(x.dtype) * valid[:, :, None, None]
+            if probs is None:
+                probs = torch.ones_like(gates)
+        # Local decisions per (layer, unit); collected, not written into a tensor the graph already uses.
+        local_probs: List[List[torch.Tensor]] = [[None, None] for _ in self.encoders]
+        local_gates: List[List[torch.Tensor]] = [[None, None] for _ in self.encoders]
         streaming = kv_cache is not None
         visible = chunk_visibility(chunk, self.left_chunks)
         # A dense encoder (gate_unit "none") runs the plain path offline; streaming
@@ -277,10 +282,15 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 if layer.local_gate is not None and (unit == ATT or per_layer == 2) and forced_gates is None:
                     logits = layer.local_gate(x)[:, :, None, unit : unit + 1]  # unit is ATT when per_layer is 1
                     unit_probs, unit_gates = self._decisions(logits, valid, chunk, offset)
-                    units = slice(unit, unit + 1) if per_layer == 2 else slice(0, 2)
-                    probs[:, :, index, units] = unit_probs[:, :, 0, units]
-                    gates[:, :, index, units] = unit_gates[:, :, 0, units]
-                gate = gates[:, :, index, unit] if self.gated else None
+                    for decided in ((unit,) if per_layer == 2 else (ATT, FFN)):
+                        local_probs[index][decided] = unit_probs[:, :, 0, decided]
+                        local_gates[index][decided] = unit_gates[:, :, 0, decided]
+                if not self.gated:
+                    gate = None
+                elif gates is not None:
+                    gate = gates[:, :, index, unit]
+                else:
+                    gate = local_gates[index][unit]
                 if sparse:
                     execute = valid if gate is None else gate > 0.5
                     if unit == ATT:
@@ -295,6 +305,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
                     x = layer.attention_dense(x, allowed, valid, gate, key_gate)
                 else:
                     x = layer.ffn_dense(x, gate)
+        if gates is None:  # local arbitration
+            probs = torch.stack([torch.stack(pair, dim=-1) for pair in local_probs], dim=2)
+            gates = torch.stack([torch.stack(pair, dim=-1) for pair in local_gates], dim=2)
         return x, probs, gates, new_arbitrator_cache, new_kv
 
     def _training_chunk_size(self) -> int:

@@ -133,15 +133,24 @@ def test_batched_equals_alone_for_a_padded_utterance():
     assert torch.allclose(batched[2, : alone.size(1)], alone[0], atol=1e-5)
 
 
-def test_training_forward_uses_hard_gates_and_reaches_the_arbitrator():
+@pytest.mark.parametrize("gate_unit,arbitrator,decision_unit,kv_from_skipped", VARIANTS)
+def test_training_forward_uses_hard_gates_and_reaches_the_arbitrator(gate_unit, arbitrator, decision_unit, kv_from_skipped):
+    """Every variant trains: hard gates forward, gradients into its arbitration (global conv or local gates)."""
     torch.manual_seed(0)
-    encoder = small_encoder(gate_initial_logit=0.0).train()
+    encoder = small_encoder(
+        gate_initial_logit=0.0, gate_unit=gate_unit, arbitrator=arbitrator, decision_unit=decision_unit,
+        kv_from_skipped=kv_from_skipped,
+    ).train()
     x, lengths = _batch()
     out, _, _ = encoder(x, lengths)
-    gates = encoder.gate_info.gates
+    gates, probs = encoder.gate_info.gates, encoder.gate_info.probs
+    assert gates.shape == probs.shape == (3, out.size(1), 3, 2)
     assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
-    out.sum().backward()
-    assert encoder.arbitrator.out.weight.grad.abs().sum() > 0
+    (out.sum() + probs.sum()).backward()  # the task loss and the compute term both reach the arbitration
+    if arbitrator == "global":
+        assert encoder.arbitrator.out.weight.grad.abs().sum() > 0
+    else:
+        assert all(layer.local_gate.weight.grad.abs().sum() > 0 for layer in encoder.encoders)
     assert int(encoder.num_updates) == 1
 
 
