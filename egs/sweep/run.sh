@@ -14,7 +14,7 @@
 #   amortized_chunk       ablation: one decision per chunk (conf/tuning/train_amortized_chunk.yaml)
 #   amortized_warm        ablation: warm start from the dense model (trained after it)
 # then decodes every model offline with the same greedy search (conf/decode_greedy.yaml) and each
-# gated model at gate thresholds 0.3 0.5 0.7, and scores with bootstrap intervals, paired tests
+# gated model also at gate thresholds 0.3 and 0.7 (three with its own 0.5), and scores with bootstrap intervals, paired tests
 # against the dense model and plots (exp/RESULTS.md, exp/plots/). Outputs go under egs/sweep/.
 # Variants are generated from their base configs by local/derive_config.py into conf_generated/.
 set -euo pipefail
@@ -62,7 +62,7 @@ log "training the warm-started model"
 "${repo}/run.sh" "${common[@]}" "${train[@]}" --train_config "${warm}" --stage 4 --stop_stage 4 "${args[@]}"
 log "decoding every model, then the gated ones at three thresholds"
 "${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 5 --stop_stage 5 "${args[@]}"
-"${repo}/run.sh" "${common[@]}" --train_config "${gated} ${warm}" --gate_thresholds "0.3 0.5 0.7" \
+"${repo}/run.sh" "${common[@]}" --train_config "${gated} ${warm}" --gate_thresholds "0.3 0.7" \
   --stage 5 --stop_stage 5 "${args[@]}"
 log "scoring"
 "${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 6 --stop_stage 6 "${args[@]}"
