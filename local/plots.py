@@ -39,7 +39,8 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
         selected = [r for r in rows if r["test_set"] == test_set]
         figure, axis = plt.subplots(figsize=(6, 4.5))
         for row in selected:
-            baseline = row.get("gate_threshold") is None  # no gates: a dense or stock encoder
+            # No gates (a dense or stock encoder): no threshold, or exactly the dense compute.
+            baseline = row.get("gate_threshold") is None or abs(row["compute_ratio_layers"] - 1.0) < 1e-9
             low, high = row.get("wer_low", row["wer"]), row.get("wer_high", row["wer"])
             label = row["model"].removeprefix("asr_")
             if row.get("gate_threshold") is not None and not row["decode"].endswith(test_set):

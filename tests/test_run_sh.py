@@ -186,15 +186,8 @@ def test_a_bad_training_config_fails_before_any_work(tmp_path):
 
 def test_the_recipe_runs_from_a_repository_path_with_spaces(recipe, tmp_path):
     """A clone under 'my projects/…': the recipe's own paths (scripts, configs, launchers) stay whole."""
-    import shutil
-
     work, _ = recipe
-    clone = tmp_path / "my projects" / "espnet amortized"
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
-    for name in filter(None, tracked):
-        (clone / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, clone / name)
-    (clone / ".venv").symlink_to(REPO / ".venv")
+    clone = _clone(tmp_path / "my projects" / "espnet amortized")
     out = tmp_path / "recipe output"
     out.mkdir()
     command = ["bash", str(clone / "run.sh"), "--stage", "1", "--stop_stage", "3", "--nbpe", "48", "--nj", "2",
@@ -203,3 +196,35 @@ def test_the_recipe_runs_from_a_repository_path_with_spaces(recipe, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "data" / "token_list" / "bpe48" / "tokens.txt").is_file()
     assert (out / "dump" / "fbank" / "test_other" / "feats.scp").is_file()
+
+
+def _clone(clone):
+    """The repository's tracked files copied to ``clone``, with this checkout's .venv."""
+    import shutil
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, tracked):
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, clone / name)
+    (clone / ".venv").symlink_to(REPO / ".venv")
+    return clone
+
+
+def test_sweep_dry_run_writes_and_builds_every_config(tmp_path):
+    """egs/sweep/run.sh: its derived configs exist, every model builds, the planned stages are printed."""
+    import yaml
+
+    clone = _clone(tmp_path / "clone")
+    result = subprocess.run(["bash", str(clone / "egs" / "sweep" / "run.sh"), "--dry_run", "true"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    generated = clone / "egs" / "sweep" / "conf_generated"
+    names = sorted(p.stem for p in generated.glob("train_*.yaml"))
+    assert names == ["train_amortized_layer", "train_amortized_local", "train_amortized_w1", "train_amortized_w10",
+                     "train_amortized_w3", "train_amortized_w30", "train_amortized_warm"]
+    w10 = yaml.safe_load((generated / "train_amortized_w10.yaml").read_text())
+    assert w10["model_conf"]["compute_weight"] == 10 and w10["model_conf"]["compute_regularizer"] == "linear"
+    assert yaml.safe_load((generated / "train_amortized_layer.yaml").read_text())["encoder_conf"]["gate_unit"] == "layer"
+    planned = [line for line in result.stdout.splitlines() if line.startswith("would run:")]
+    assert len(planned) == 5 and "--synthetic_size bench" in planned[0] and "--gate_thresholds 0.3 0.7" in planned[3]
+    assert not (clone / "egs" / "sweep" / "exp" / "asr_dense").exists()  # nothing trained

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 6 sweep: the compute/WER trade-off against toolkit baselines, on identical data and epochs.
 #
-#   egs/sweep/run.sh [--ngpu 1] [--train_jobs N] [--max_epoch E] [any ../../run.sh option]
+#   egs/sweep/run.sh [--ngpu 1] [--train_jobs N] [--max_epoch E] [--dry_run true] [any ../../run.sh option]
 #
 # Trains, on the synthetic corpus at size "bench" (6,000 training utterances, 600 per test set):
 #   dense                 conf/train_dense.yaml (the dense T-T baseline)
@@ -22,10 +22,12 @@ cd "$(dirname "$0")"
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
 repo=../..
 max_epoch=24
+dry_run=false  # true: write the configs, build every model once and print the run.sh commands
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --max_epoch) max_epoch=$2; shift 2 ;;
+    --dry_run) dry_run=$2; shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -56,14 +58,22 @@ warm="${generated}/train_amortized_warm.yaml"
 common=(--synthetic_size bench --decode_config "${repo}/conf/decode_greedy.yaml")
 train=(--train_args "--max_epoch ${max_epoch}")
 
+run() {
+  if [ "${dry_run}" = true ]; then echo "would run: $*"; else "$@"; fi
+}
+if [ "${dry_run}" = true ]; then
+  # shellcheck disable=SC2086  # lists of config files
+  python -m espnet_amortized.recipe.espnet_jobs check_config --config ${baselines} ${gated} ${warm} -- --input_size 80
+fi
+
 log "training the baselines and the amortized models (${max_epoch} epochs each)"
-"${repo}/run.sh" "${common[@]}" "${train[@]}" --train_config "${baselines} ${gated}" --stop_stage 4 "${args[@]}"
+run "${repo}/run.sh" "${common[@]}" "${train[@]}" --train_config "${baselines} ${gated}" --stop_stage 4 "${args[@]}"
 log "training the warm-started model"
-"${repo}/run.sh" "${common[@]}" "${train[@]}" --train_config "${warm}" --stage 4 --stop_stage 4 "${args[@]}"
+run "${repo}/run.sh" "${common[@]}" "${train[@]}" --train_config "${warm}" --stage 4 --stop_stage 4 "${args[@]}"
 log "decoding every model, then the gated ones at three thresholds"
-"${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 5 --stop_stage 5 "${args[@]}"
-"${repo}/run.sh" "${common[@]}" --train_config "${gated} ${warm}" --gate_thresholds "0.3 0.7" \
+run "${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 5 --stop_stage 5 "${args[@]}"
+run "${repo}/run.sh" "${common[@]}" --train_config "${gated} ${warm}" --gate_thresholds "0.3 0.7" \
   --stage 5 --stop_stage 5 "${args[@]}"
 log "scoring"
-"${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 6 --stop_stage 6 "${args[@]}"
+run "${repo}/run.sh" "${common[@]}" --train_config "${baselines} ${gated} ${warm}" --stage 6 --stop_stage 6 "${args[@]}"
 log "done: exp/RESULTS.md, exp/plots/"

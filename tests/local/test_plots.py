@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+
+from plots import compute_allocation, main, read_epochs
+
+LOG = """[vm] 2026 (trainer:394) INFO: 1epoch results: [train] loss=50.0, compute_ratio=0.9, nonfinite_loss=0.000, \
+train_time=0.3, time=55 seconds, total_count=100, gpu_max_cached_mem_GB=0, [valid] loss=40.0, compute_ratio=0.8, time=1.2 seconds, total_count=10
+[vm] 2026 (trainer:394) INFO: 2epoch results: [train] loss=30.0, compute_ratio=0.5, time=55 seconds, [valid] loss=nan, time=1.2 seconds
+"""
+
+
+def test_epoch_results_are_read_from_espnet_logs(tmp_path):
+    (tmp_path / "train.log").write_text(LOG)
+    epochs = read_epochs(tmp_path / "train.log")
+    assert sorted(epochs) == [1, 2]
+    assert epochs[1]["train"]["compute_ratio"] == 0.9 and epochs[1]["valid"]["loss"] == 40.0
+    assert np.isnan(epochs[2]["valid"]["loss"])
+
+
+def test_scoring_stage_plots(tmp_path):
+    import kaldiio
+
+    dump = tmp_path / "dump"
+    (dump / "test_clean").mkdir(parents=True)
+    with kaldiio.WriteHelper(f"ark,scp:{dump / 'test_clean' / 'feats.ark'},{dump / 'test_clean' / 'feats.scp'}") as writer:
+        writer("u1", np.random.default_rng(0).standard_normal((120, 80)).astype(np.float32))
+    rows = []
+    for model, ratio, threshold in (("asr_dense", 1.0, None), ("asr_amortized", 0.4, 0.5)):
+        exp = tmp_path / model
+        decode = exp / "decode_test_clean"
+        (decode / "score_wer").mkdir(parents=True)
+        (exp / "train.log").write_text(LOG)
+        if threshold is not None:
+            (decode / "gates").mkdir()
+            np.save(decode / "gates" / "u1.npy", (np.random.default_rng(1).random((20, 3, 2)) < ratio).astype(np.uint8))
+        rows.append({"model": model, "test_set": "test_clean", "decode": "decode_test_clean", "wer": 20.0 + 10 * (1 - ratio),
+                     "wer_low": 15.0, "wer_high": 35.0, "compute_ratio_layers": ratio, "gate_threshold": threshold,
+                     "per_utterance": str(decode / "score_wer" / "per_utterance.tsv")})
+    results = tmp_path / "RESULTS.json"
+    results.write_text(json.dumps(rows))
+    out = tmp_path / "plots"
+    main(["--results", str(results), "--exps", str(tmp_path / "asr_dense"), str(tmp_path / "asr_amortized"),
+          "--dumpdir", str(dump), "--out", str(out)])
+    written = sorted(p.name for p in out.glob("*.png"))
+    assert written == ["compute_asr_amortized_u1.png", "pareto_test_clean.png", "training_curves.png"]
+    assert all((out / name).stat().st_size > 10_000 for name in written)
+
+
+def test_compute_allocation_figure(tmp_path):
+    gates = np.zeros((10, 2, 2), dtype=np.uint8)
+    gates[:5, 0, 0] = 1
+    path = compute_allocation(np.zeros((60, 80)), gates, "title", tmp_path / "a.png")
+    assert path.is_file()
