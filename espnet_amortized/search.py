@@ -83,10 +83,6 @@ class BeamState:
             return max(self.hyps, key=lambda h: h.score / (len(h.tokens) + 1))
         return max(self.hyps, key=lambda h: h.score)
 
-    @property
-    def tokens(self) -> List[int]:
-        return list(self.best().tokens)
-
 
 class BeamTransducerSearch:
     """Frame-synchronous transducer beam search (time-synchronous decoding, Saon et al. 2020).
