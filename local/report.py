@@ -14,6 +14,7 @@ import argparse
 import json
 import pathlib
 import platform
+import re
 import time
 
 from score import score
@@ -98,6 +99,96 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
     return rows
 
 
+LAUNCH_STARTED = re.compile(r"^# started at (.+)$", re.M)
+LAUNCH_ENDED = re.compile(r"^# ended at (.+) with exit code (-?\d+)$", re.M)
+
+
+def training_seconds(exp: pathlib.Path):
+    """Wall time of the training job from the started/ended lines local/run.py writes to launch.log, summed over
+    resumed runs (a run killed before its "ended" line is not counted); None when there is no finished run."""
+    launch = exp / "launch.log"
+    if not launch.is_file():
+        return None
+    text = launch.read_text(errors="replace")
+    total, finished = 0.0, False
+    for start in LAUNCH_STARTED.finditer(text):
+        end = LAUNCH_ENDED.search(text, start.end())
+        next_start = LAUNCH_STARTED.search(text, start.end())
+        if end is None or (next_start is not None and next_start.start() < end.start()):
+            continue
+        parse = lambda stamp: time.mktime(time.strptime(stamp.strip(), "%a %b %d %H:%M:%S %Y"))  # noqa: E731
+        total += parse(end.group(1)) - parse(start.group(1))
+        finished = True
+    return total if finished else None
+
+
+def training_config(exp: pathlib.Path):
+    """The --config of the training command (first line of launch.log), relative to the working directory when
+    it lies below it."""
+    launch = exp / "launch.log"
+    if not launch.is_file():
+        return None
+    match = re.search(r"--config (\S+)", launch.read_text(errors="replace").split("\n", 1)[0])
+    if match is None:
+        return None
+    config = pathlib.Path(match.group(1))
+    try:
+        return str(config.resolve().relative_to(pathlib.Path.cwd().resolve()))
+    except ValueError:
+        return str(config)
+
+
+def summarize(rows, exps, test_sets):
+    """One row per model in the style of ESPnet's RESULTS.md: its own gate threshold, WER per test set with its
+    interval and the paired test against the first model, the compute of the first test set, the streaming RTF of
+    decode_streaming_<first set> when it was decoded that way, training wall time and hardware."""
+    import yaml
+
+    summary = []
+    for exp in exps:
+        own = {r["test_set"]: r for r in rows if r["model"] == exp.name and r["decode"] == f"decode_{r['test_set']}"}
+        if test_sets[0] not in own:
+            continue
+        first = own[test_sets[0]]
+        streaming = exp / f"decode_streaming_{test_sets[0]}" / "summary.json"
+        config = exp / "config.yaml"
+        ngpu = (yaml.safe_load(config.read_text()) or {}).get("ngpu", 0) if config.is_file() else None
+        summary.append({
+            "model": exp.name, "config": training_config(exp), "parameters": first["parameters"],
+            "compute_ratio_layers": first["compute_ratio_layers"], "compute_ratio_encoder": first["compute_ratio_encoder"],
+            "gflops_per_second": first["gflops_per_second"],
+            "sets": {name: {key: row.get(key) for key in ("wer", "wer_low", "wer_high", "vs_baseline")}
+                     for name, row in own.items()},
+            "streaming_rtf": json.loads(streaming.read_text())["rtf"] if streaming.is_file() else None,
+            "training_seconds": training_seconds(exp),
+            "hardware": None if ngpu is None else (f"{ngpu} GPU" if ngpu else "CPU, 1 thread"),
+        })
+    return summary
+
+
+def format_summary(summary, test_sets) -> str:
+    header = "| model | training config | params | compute ratio layers / encoder | GFLOPs / audio s |"
+    for name in test_sets:
+        header += f" {name} WER [95% CI] | vs first model |"
+    header += " streaming RTF | training time | hardware |"
+    lines = [header, "|" + "---|" * (8 + 2 * len(test_sets))]
+    for s in summary:
+        params = f"{s['parameters'] / 1e6:.2f} M" if s["parameters"] else "-"
+        line = (f"| {s['model']} | {s['config'] or '-'} | {params} "
+                f"| {s['compute_ratio_layers']:.3f} / {s['compute_ratio_encoder']:.3f} | {s['gflops_per_second']:.3f} |")
+        for name in test_sets:
+            result = s["sets"].get(name)
+            if result is None:
+                line += " - | - |"
+                continue
+            interval = f" [{result['wer_low']:.2f}, {result['wer_high']:.2f}]" if result["wer_low"] is not None else ""
+            line += f" {result['wer']:.2f}{interval} | {_versus(result)} |"
+        minutes = "-" if s["training_seconds"] is None else f"{s['training_seconds'] / 60:.0f} min"
+        line += f" {_number(s['streaming_rtf'], 4)} | {minutes} | {s['hardware'] or '-'} |"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def format_markdown(rows, mode: str = "offline") -> str:
     header = (
         "| model | params | test set | gate threshold | WER % (S/D/I) | 95% CI | vs first model: delta [95% CI], P(not worse) "
@@ -161,12 +252,19 @@ def main(argv=None) -> None:
         f"# Results ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
         f"Batch-1 {args.mode} decoding on the CPU, 1 thread (see each decode_*/summary.json); compute ratios are executed/dense "
         "MACs (layers: the gated layers plus the arbitrator; encoder: with the subsampling).\n"
-        f"Machine: {machine}.\n\n{table}"
+        f"Machine: {machine}.\n\n"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.mode == "offline":
+        summary = summarize(rows, args.exps, args.test_sets)
+        text += ("One row per model at its own gate threshold (compute of the first test set; streaming RTF of "
+                 "decode_streaming_<first set> where decoded that way; training wall time from launch.log):\n\n"
+                 f"{format_summary(summary, args.test_sets)}\nEvery decoding:\n\n")
+        args.out.with_name(args.out.stem + "_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    text += table
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    print(table, end="")
+    print(text, end="")
 
 
 if __name__ == "__main__":

@@ -220,11 +220,13 @@ def test_sweep_dry_run_writes_and_builds_every_config(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     generated = clone / "egs" / "sweep" / "conf_generated"
     names = sorted(p.stem for p in generated.glob("train_*.yaml"))
-    assert names == ["train_amortized_layer", "train_amortized_local", "train_amortized_w1", "train_amortized_w10",
-                     "train_amortized_w3", "train_amortized_w30", "train_amortized_warm"]
+    assert names == ["train_amortized_chunk_warm", "train_amortized_layer", "train_amortized_local", "train_amortized_w1",
+                     "train_amortized_w10", "train_amortized_w3", "train_amortized_w30", "train_amortized_warm"]
     w10 = yaml.safe_load((generated / "train_amortized_w10.yaml").read_text())
     assert w10["model_conf"]["compute_weight"] == 10 and w10["model_conf"]["compute_regularizer"] == "linear"
     assert yaml.safe_load((generated / "train_amortized_layer.yaml").read_text())["encoder_conf"]["gate_unit"] == "layer"
     planned = [line for line in result.stdout.splitlines() if line.startswith("would run:")]
-    assert len(planned) == 5 and "--synthetic_size bench" in planned[0] and "--gate_thresholds 0.3 0.7" in planned[3]
+    assert len(planned) == 6 and "--synthetic_size bench" in planned[0] and "--gate_thresholds 0.3 0.7" in planned[3]
+    assert "train_amortized_warm.yaml" in planned[1] and "train_amortized_warm.yaml" not in planned[0]  # after dense
+    assert "--decode_mode streaming" in planned[4] and "contextual_block" not in planned[4]
     assert not (clone / "egs" / "sweep" / "exp" / "asr_dense").exists()  # nothing trained

@@ -79,3 +79,60 @@ def test_streaming_table_has_beam_and_latency_columns(tmp_path):
     assert "| piece latency mean / p95 ms | algorithmic latency ms |" in table.splitlines()[0]
     assert table.splitlines()[2].endswith("| 0.0100 | 0.0020 | 4 | 1.2 / 7.5 | 960 |")
     assert table.splitlines()[1].count("---") == 15
+
+
+def test_training_seconds_sums_finished_runs_and_skips_a_killed_one(tmp_path):
+    from report import training_seconds
+
+    (tmp_path / "launch.log").write_text(
+        "# python -m x train --config conf/a.yaml\n# started at Thu Nov 26 08:01:43 2026\nlog\n"
+        "# ended at Thu Nov 26 08:11:43 2026 with exit code 1\n"
+        "# python -m x train --config conf/a.yaml\n# started at Thu Nov 26 09:00:00 2026\nkilled here\n"
+        "# python -m x train --config conf/a.yaml\n# started at Thu Nov  6 10:00:00 2026\n"
+        "# ended at Thu Nov  6 10:05:30 2026 with exit code 0\n"
+    )
+    assert training_seconds(tmp_path) == 600 + 330
+    assert training_seconds(tmp_path / "missing") is None
+
+
+def test_summary_has_one_row_per_model_with_both_sets_streaming_rtf_and_training_time(tmp_path, monkeypatch):
+    from report import add_statistics, format_summary, summarize
+
+    monkeypatch.chdir(tmp_path)
+    dump = tmp_path / "dump"
+    references = {f"1-1-{i:04d}": "A B C D" for i in range(20)}
+    for test_set in ("test_clean", "test_other"):
+        (dump / test_set).mkdir(parents=True)
+        (dump / test_set / "text").write_text("".join(f"{k} {v}\n" for k, v in references.items()))
+    for model, ratio in (("asr_dense", 1.0), ("asr_amortized", 0.4)):
+        exp = tmp_path / "exp" / model
+        for suffix in ("", "_th0.3"):
+            for test_set in ("test_clean", "test_other"):
+                decode = exp / f"decode_{test_set}{suffix}"
+                (decode / "1best_recog").mkdir(parents=True)
+                wrong = 0 if model == "asr_dense" else 2
+                (decode / "1best_recog" / "text").write_text(
+                    "".join(f"{k} {'A B C X' if i < wrong else v}\n" for i, (k, v) in enumerate(references.items())))
+                (decode / "summary.json").write_text(json.dumps({
+                    "compute_ratio_layers": ratio * (1.5 if suffix else 1), "compute_ratio_encoder": ratio,
+                    "gflops_per_second": ratio, "rtf": 0.02}))
+        (exp / "config.yaml").write_text("ngpu: 0\n")
+        (exp / "launch.log").write_text(
+            f"# python -m x train --config {tmp_path}/conf/train_{model}.yaml --exp_dir e\n"
+            "# started at Thu Nov 26 08:00:00 2026\n# ended at Thu Nov 26 08:30:00 2026 with exit code 0\n")
+    streaming = tmp_path / "exp" / "asr_amortized" / "decode_streaming_test_clean"
+    streaming.mkdir()
+    (streaming / "summary.json").write_text(json.dumps({"rtf": 0.0123}))
+    exps = [tmp_path / "exp" / "asr_dense", tmp_path / "exp" / "asr_amortized"]
+    rows = gather(dump, ["test_clean", "test_other"], exps)
+    add_statistics(rows, resamples=200)
+    summary = summarize(rows, exps, ["test_clean", "test_other"])
+    assert [s["model"] for s in summary] == ["asr_dense", "asr_amortized"]
+    amortized = summary[1]
+    assert amortized["compute_ratio_layers"] == 0.4  # its own threshold, not the th0.3 decoding
+    assert amortized["sets"]["test_other"]["wer"] == 2.5 and amortized["sets"]["test_clean"]["vs_baseline"]["delta"] == 2.5
+    assert amortized["config"] == "conf/train_asr_amortized.yaml" and amortized["training_seconds"] == 1800
+    assert summary[0]["streaming_rtf"] is None and amortized["streaming_rtf"] == 0.0123
+    table = format_summary(summary, ["test_clean", "test_other"])
+    assert "| asr_amortized | conf/train_asr_amortized.yaml | - | 0.400 / 0.400 | 0.400 | 2.50 [" in table
+    assert table.rstrip().endswith("| 0.0123 | 30 min | CPU, 1 thread |")
