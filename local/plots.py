@@ -59,8 +59,9 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                                       capsize=3, color=color, alpha=1.0 if own else 0.6)
                 color = drawn[0].get_color()
                 label = model.removeprefix("asr_")
-                if not own:
-                    label = f"@{row['gate_threshold']:g}"
+                if not own:  # a dense model decoded at a threshold has none of its own: name it by its folder
+                    threshold = row.get("gate_threshold")
+                    label = "@" + (f"{threshold:g}" if threshold is not None else row["decode"].rsplit("_th", 1)[-1])
                 axis.annotate(label, (row["compute_ratio_layers"], row["wer"]), textcoords="offset points",
                               xytext=(5, 4), fontsize=7 if own else 5, color=color)
         if first_baseline is not None:

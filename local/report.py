@@ -19,6 +19,8 @@ import time
 
 from score import score
 
+REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
+
 
 def describe_machine() -> str:
     import os
@@ -123,19 +125,19 @@ def training_seconds(exp: pathlib.Path):
 
 
 def training_config(exp: pathlib.Path):
-    """The --config of the training command (first line of launch.log), relative to the working directory when
-    it lies below it."""
+    """The --config of the training command (first line of launch.log), relative to the repository or else the
+    working directory when it lies below one of them."""
     launch = exp / "launch.log"
     if not launch.is_file():
         return None
     match = re.search(r"--config (\S+)", launch.read_text(errors="replace").split("\n", 1)[0])
     if match is None:
         return None
-    config = pathlib.Path(match.group(1))
-    try:
-        return str(config.resolve().relative_to(pathlib.Path.cwd().resolve()))
-    except ValueError:
-        return str(config)
+    config = pathlib.Path(match.group(1)).resolve()
+    for root in (REPOSITORY, pathlib.Path.cwd().resolve()):
+        if config.is_relative_to(root):
+            return str(config.relative_to(root))
+    return str(config)
 
 
 def summarize(rows, exps, test_sets):

@@ -40,7 +40,9 @@ def test_all_stages_produce_their_outputs(recipe):
             assert "Sum/Avg" in (decode / "score_wer" / "result.txt").read_text()
             assert (decode / "compute.jsonl").read_text().count("\n") == 8
     results = (work / "exp" / "RESULTS.md").read_text()
-    assert results.count("| asr_dense |") == 2 and results.count("| asr_amortized |") == 2
+    # one summary row per model, then one row per test set
+    assert results.count("| asr_dense |") == 3 and results.count("| asr_amortized |") == 3
+    assert "| asr_amortized | conf/train_amortized.yaml |" in results and "CPU, 1 thread |" in results
     assert "run.sh" in (work / "exp" / "run.sh.cmd").read_text()
 
 

@@ -37,6 +37,10 @@ def test_scoring_stage_plots(tmp_path):
         rows.append({"model": model, "test_set": "test_clean", "decode": "decode_test_clean", "wer": 20.0 + 10 * (1 - ratio),
                      "wer_low": 15.0, "wer_high": 35.0, "compute_ratio_layers": ratio, "gate_threshold": threshold,
                      "per_utterance": str(decode / "score_wer" / "per_utterance.tsv")})
+    # decode-time thresholds: the dense model has no threshold of its own, the gated one does
+    for row in list(rows):
+        rows.append({**row, "decode": "decode_test_clean_th0.7", "wer": row["wer"] + 1,
+                     "gate_threshold": None if row["gate_threshold"] is None else 0.7})
     results = tmp_path / "RESULTS.json"
     results.write_text(json.dumps(rows))
     out = tmp_path / "plots"
