@@ -5,8 +5,9 @@
         --dumpdir dump/fbank --out exp/plots
 
 - ``pareto_<set>.png``: WER (95% bootstrap interval) against the layer compute
-  ratio, one point per model and decode-time threshold; models with a dense
-  encoder (ratio 1) are the baselines and drawn as stars.
+  ratio and against GFLOPs per second of audio, one point per model and
+  decode-time threshold; models with a dense encoder (ratio 1) are the
+  baselines and drawn as stars.
 - ``training_curves.png``: train/valid loss and compute ratio per epoch, from
   each experiment's ``train.log``.
 - ``compute_<model>_<utterance>.png``: an utterance's fbank above and, below,
@@ -33,20 +34,19 @@ def _pyplot():
 
 
 def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
-    """One colour per model; its decode-time thresholds are joined by a line, its own threshold is the labelled
+    """Left: WER against the compute ratio (each model against its own dense encoder); right: against GFLOPs per
+    second of audio, which places encoders of different cost (e.g. ESPnet's contextual block encoder) where they
+    are. One colour per model; its decode-time thresholds are joined by a line, its own threshold is the labelled
     point. Dashed guides: the first baseline's WER + 3% relative and 60% less compute (the published claim)."""
     plt = _pyplot()
     written = []
     for test_set in sorted({r["test_set"] for r in rows}):
         selected = [r for r in rows if r["test_set"] == test_set]
-        figure, axis = plt.subplots(figsize=(7, 5))
+        figure, axes = plt.subplots(1, 2, figsize=(12, 5))
         first_baseline = None
         for model in dict.fromkeys(r["model"] for r in selected):
             points = sorted((r for r in selected if r["model"] == model), key=lambda r: r["compute_ratio_layers"])
             color = None
-            if len(points) > 1:
-                color = axis.plot([r["compute_ratio_layers"] for r in points], [r["wer"] for r in points],
-                                  "-", linewidth=0.8, alpha=0.6)[0].get_color()
             for row in points:
                 # No gates (a dense or stock encoder): no threshold, or exactly the dense compute.
                 baseline = row.get("gate_threshold") is None or abs(row["compute_ratio_layers"] - 1.0) < 1e-9
@@ -54,29 +54,42 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                     first_baseline = row
                 own = row["decode"].endswith(test_set)
                 low, high = row.get("wer_low", row["wer"]), row.get("wer_high", row["wer"])
-                drawn = axis.errorbar(row["compute_ratio_layers"], row["wer"], yerr=[[row["wer"] - low], [high - row["wer"]]],
-                                      fmt="*" if baseline else ("o" if own else "."), markersize=12 if baseline else 6,
-                                      capsize=3, color=color, alpha=1.0 if own else 0.6)
-                color = drawn[0].get_color()
                 label = model.removeprefix("asr_")
                 if not own:  # a dense model decoded at a threshold has none of its own: name it by its folder
                     threshold = row.get("gate_threshold")
                     label = "@" + (f"{threshold:g}" if threshold is not None else row["decode"].rsplit("_th", 1)[-1])
-                axis.annotate(label, (row["compute_ratio_layers"], row["wer"]), textcoords="offset points",
-                              xytext=(5, 4), fontsize=7 if own else 5, color=color)
+                for axis, x in ((axes[0], row["compute_ratio_layers"]), (axes[1], row.get("gflops_per_second"))):
+                    if x is None:
+                        continue
+                    drawn = axis.errorbar(x, row["wer"], yerr=[[row["wer"] - low], [high - row["wer"]]],
+                                          fmt="*" if baseline else ("o" if own else "."), markersize=12 if baseline else 6,
+                                          capsize=3, color=color, alpha=1.0 if own else 0.6)
+                    color = drawn[0].get_color()
+                    axis.annotate(label, (x, row["wer"]), textcoords="offset points", xytext=(5, 4),
+                                  fontsize=7 if own else 5, color=color)
+            if len(points) > 1:
+                axes[0].plot([r["compute_ratio_layers"] for r in points], [r["wer"] for r in points], "-",
+                             linewidth=0.8, alpha=0.6, color=color)
         if first_baseline is not None:
             limit = 1.03 * first_baseline["wer"]
-            axis.axhline(limit, linestyle="--", color="grey", linewidth=0.8)
-            axis.axvline(0.4, linestyle="--", color="grey", linewidth=0.8)
-            axis.annotate(f"{first_baseline['model'].removeprefix('asr_')} +3% rel.", (0.0, limit), xycoords=("axes fraction", "data"),
-                          textcoords="offset points", xytext=(3, 3), fontsize=7, color="grey")
-        axis.set_xlabel("compute ratio (executed / dense MACs of the encoder layers)")
-        axis.set_ylabel("WER % (95% bootstrap interval)")
-        axis.set_title(f"{test_set}: WER against compute (stars: dense baselines; small dots: other thresholds)", fontsize=9)
-        axis.grid(alpha=0.3)
+            for axis in axes:
+                axis.axhline(limit, linestyle="--", color="grey", linewidth=0.8)
+                axis.annotate(f"{first_baseline['model'].removeprefix('asr_')} +3% rel.", (0.0, limit),
+                              xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(3, 3),
+                              fontsize=7, color="grey")
+            axes[0].axvline(0.4, linestyle="--", color="grey", linewidth=0.8)
+        axes[0].set_xlabel("compute ratio (executed / dense MACs of the encoder layers)")
+        axes[1].set_xlabel("encoder GFLOPs per second of audio (log scale)")
+        axes[1].set_xscale("log")
+        axes[1].xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels overlap on a short log range
+        for axis in axes:
+            axis.set_ylabel("WER % (95% bootstrap interval)")
+            axis.grid(alpha=0.3)
+        figure.suptitle(f"{test_set}: WER against compute (stars: dense baselines; small dots: other thresholds)",
+                        fontsize=10)
         figure.tight_layout()
         path = out / f"pareto_{test_set}.png"
-        figure.savefig(path, dpi=110)
+        figure.savefig(path, dpi=100)
         plt.close(figure)
         written.append(path)
     return written

@@ -35,7 +35,8 @@ def test_scoring_stage_plots(tmp_path):
             (decode / "gates").mkdir()
             np.save(decode / "gates" / "u1.npy", (np.random.default_rng(1).random((20, 3, 2)) < ratio).astype(np.uint8))
         rows.append({"model": model, "test_set": "test_clean", "decode": "decode_test_clean", "wer": 20.0 + 10 * (1 - ratio),
-                     "wer_low": 15.0, "wer_high": 35.0, "compute_ratio_layers": ratio, "gate_threshold": threshold,
+                     "wer_low": 15.0, "wer_high": 35.0, "compute_ratio_layers": ratio, "gflops_per_second": 0.05 * ratio,
+                     "gate_threshold": threshold,
                      "per_utterance": str(decode / "score_wer" / "per_utterance.tsv")})
     # decode-time thresholds: the dense model has no threshold of its own, the gated one does
     for row in list(rows):
