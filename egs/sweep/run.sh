@@ -3,7 +3,8 @@
 #
 #   egs/sweep/run.sh [--ngpu 1] [--train_jobs N] [--max_epoch E] [--dry_run true] [any ../../run.sh option]
 #
-# On a 2-core CPU: egs/sweep/run.sh --train_jobs 2 --max_epoch 8 (RESULTS.md: about 1.5 h of training).
+# On a 2-core CPU: egs/sweep/run.sh --train_jobs 2 --max_epoch 8 (RESULTS.md: about 2 h 10 min of training,
+# the contextual block model 3x as long as the others).
 #
 # Trains, on the synthetic corpus at size "bench" (6,000 training utterances, 600 per test set):
 #   dense                 conf/train_dense.yaml (the dense T-T baseline)
