@@ -101,8 +101,7 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
     return rows
 
 
-LAUNCH_STARTED = re.compile(r"^# started at (.+)$", re.M)
-LAUNCH_ENDED = re.compile(r"^# ended at (.+) with exit code (-?\d+)$", re.M)
+LAUNCH_STAMP = re.compile(r"^# (started|ended) at (.+?)(?: with exit code -?\d+)?$")
 
 
 def training_seconds(exp: pathlib.Path):
@@ -111,17 +110,18 @@ def training_seconds(exp: pathlib.Path):
     launch = exp / "launch.log"
     if not launch.is_file():
         return None
-    text = launch.read_text(errors="replace")
-    total, finished = 0.0, False
-    for start in LAUNCH_STARTED.finditer(text):
-        end = LAUNCH_ENDED.search(text, start.end())
-        next_start = LAUNCH_STARTED.search(text, start.end())
-        if end is None or (next_start is not None and next_start.start() < end.start()):
+    finished, started = [], None
+    for line in launch.read_text(errors="replace").splitlines():
+        match = LAUNCH_STAMP.match(line)
+        if match is None:
             continue
-        parse = lambda stamp: time.mktime(time.strptime(stamp.strip(), "%a %b %d %H:%M:%S %Y"))  # noqa: E731
-        total += parse(end.group(1)) - parse(start.group(1))
-        finished = True
-    return total if finished else None
+        stamp = time.mktime(time.strptime(match.group(2).strip(), "%a %b %d %H:%M:%S %Y"))
+        if match.group(1) == "started":
+            started = stamp
+        elif started is not None:
+            finished.append(stamp - started)
+            started = None
+    return sum(finished) if finished else None
 
 
 def training_config(exp: pathlib.Path):
