@@ -10,12 +10,16 @@ from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
 from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
     PositionwiseFeedForward,
 )
-from espnet.nets.pytorch_backend.transformer.subsampling import Conv2dSubsampling
+from espnet.nets.pytorch_backend.transformer.subsampling import (
+    Conv2dSubsampling,
+    Conv2dSubsampling6,
+)
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
 
 __all__ = [
     "AbsEncoder",
     "Conv2dSubsampling",
+    "Conv2dSubsampling6",
     "LayerNorm",
     "MultiHeadedAttention",
     "PositionwiseFeedForward",

@@ -16,11 +16,20 @@ def _flop_counter_macs(function):
     return counter.get_total_flops() / 2
 
 
-@pytest.mark.parametrize("input_layer", ["conv2d", "stack"])
+FRONT_ENDS = {
+    "conv2d": {"input_layer": "conv2d"},
+    "conv2d6": {"input_layer": "conv2d6"},
+    "stack": {"input_layer": "stack"},
+    "dw_striding": {"input_layer": "dw_striding"},
+    "dw_striding8": {"input_layer": "dw_striding", "subsampling_factor": 8, "subsampling_channels": 16},
+}
+
+
+@pytest.mark.parametrize("front_end", sorted(FRONT_ENDS))
 @pytest.mark.parametrize("arbitrator", ["global", "local"])
-def test_counter_agrees_with_torch_flop_counter_on_the_dense_path(input_layer, arbitrator):
+def test_counter_agrees_with_torch_flop_counter_on_the_dense_path(front_end, arbitrator):
     # Full context (one chunk covers the utterance): the dense path computes exactly the window.
-    encoder = small_encoder(input_layer=input_layer, arbitrator=arbitrator, chunk_size=256, left_chunks=-1).eval()
+    encoder = small_encoder(**FRONT_ENDS[front_end], arbitrator=arbitrator, chunk_size=256, left_chunks=-1).eval()
     encoder.sparse_inference = False
     x, lengths = torch.randn(1, 200, 80), torch.tensor([200])
     with torch.no_grad():
@@ -31,13 +40,26 @@ def test_counter_agrees_with_torch_flop_counter_on_the_dense_path(input_layer, a
     assert counted == pytest.approx(measured, rel=0.02)
 
 
-@pytest.mark.parametrize("kv_from_skipped", [False, True])
-def test_counter_agrees_with_flop_counter_on_the_sparse_streaming_path(kv_from_skipped):
+STREAMING_CASES = [(False, "conv2d"), (True, "conv2d")] + [
+    (False, name) for name in sorted(FRONT_ENDS) if name != "conv2d"
+]
+
+
+@pytest.mark.parametrize("kv_from_skipped,front_end", STREAMING_CASES)
+def test_counter_agrees_with_flop_counter_on_the_sparse_streaming_path(kv_from_skipped, front_end):
     torch.manual_seed(0)
-    encoder = randomize_arbitration(small_encoder(kv_from_skipped=kv_from_skipped)).eval()
-    x = torch.randn(1, 150, 80)
+    encoder = randomize_arbitration(small_encoder(kv_from_skipped=kv_from_skipped, **FRONT_ENDS[front_end])).eval()
+    length = 150 * encoder.embed.stride // 4  # ~37 subsampled frames whatever the stride
+    x = torch.randn(1, length, 80)
     state = encoder.init_state()
-    measured = _flop_counter_macs(lambda: encoder.forward_chunk(x, state, is_final=True))
+
+    def stream():
+        # Pieces unrelated to chunks: the subsampling re-reads the input frames that
+        # consecutive chunks' windows share, and the counter must count them too.
+        for start in range(0, length, 37):
+            encoder.forward_chunk(x[:, start : start + 37], state, is_final=start + 37 >= length)
+
+    measured = _flop_counter_macs(stream)
     gates = torch.cat(state["gates"], dim=1)
     frames = gates.size(1)
     report = count_macs(

@@ -46,8 +46,16 @@ class AmortizedTransformerEncoder(AbsEncoder):
         input_size: feature dimension (80 for fbank).
         output_size: model dimension d.
         attention_heads, linear_units, num_blocks: Transformer shape.
-        input_layer: "conv2d" (ESPnet's 4x conv) or "stack" (stacked frames + linear).
+        input_layer: "conv2d" (ESPnet's 4x conv), "conv2d6" (ESPnet's 6x conv),
+            "dw_striding" (depthwise-separable striding convs, as NeMo's
+            FastConformer; far cheaper than conv2d) or "stack" (stacked frames
+            + linear). All run without time padding, so streaming is exact.
         stack_frames: frames stacked by ``input_layer: stack``.
+        subsampling_factor: dw_striding's factor (2, 4 or 8; None: 4). The
+            other input layers have a fixed factor, which a given value must match.
+        subsampling_channels, subsampling_kernel_size: dw_striding's conv
+            channels and kernel size (48 channels: ~12% of a dense 6x144
+            encoder's MACs at factor 4; ESPnet's conv2d there: ~70%).
         chunk_size: frames per chunk after subsampling (> 0).
         left_chunks: chunks of left context (-1: all of the past).
         dynamic_chunk_training: per training batch, a random chunk size in
@@ -79,6 +87,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
         attention_dropout_rate: float = 0.0,
         input_layer: str = "conv2d",
         stack_frames: int = 4,
+        subsampling_factor: Optional[int] = None,
+        subsampling_channels: int = 48,
+        subsampling_kernel_size: int = 3,
         chunk_size: int = 16,
         left_chunks: int = 4,
         dynamic_chunk_training: bool = False,
@@ -133,7 +144,16 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.temperature_anneal_steps = temperature_anneal_steps
         self.sparse_inference = sparse_inference
 
-        self.embed = build_subsampling(input_layer, input_size, output_size, dropout_rate, stack_frames)
+        self.embed = build_subsampling(
+            input_layer,
+            input_size,
+            output_size,
+            dropout_rate,
+            stack_frames,
+            subsampling_factor,
+            subsampling_channels,
+            subsampling_kernel_size,
+        )
         self.pos_enc = StreamPositionalEncoding(output_size, positional_dropout_rate)
         gates_per_layer = 1 if gate_unit == "layer" else 2
         local = gates_per_layer if (gate_unit != "none" and arbitrator == "local") else 0

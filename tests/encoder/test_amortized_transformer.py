@@ -84,15 +84,38 @@ def _streamed_and_full(encoder, x):
     return torch.cat(pieces, dim=1), full
 
 
+FRONT_ENDS = {
+    "conv2d": {"input_layer": "conv2d"},
+    "stack": {"input_layer": "stack"},
+    "conv2d6": {"input_layer": "conv2d6"},
+    "dw_striding": {"input_layer": "dw_striding", "subsampling_channels": 8},
+    "dw_striding8k5": {
+        "input_layer": "dw_striding", "subsampling_factor": 8, "subsampling_channels": 8, "subsampling_kernel_size": 5,
+    },
+}
+DENSE = ("none", "global", "frame", False)
+# Every gate variant with conv2d and stack; the front-end only feeds the layers, so the
+# other front-ends run with a dense encoder and two gated variants.
+STREAMING_CASES = [
+    (variant, front_end) for front_end in ("conv2d", "stack") for variant in VARIANTS + [DENSE]
+] + [
+    (variant, front_end)
+    for front_end in ("conv2d6", "dw_striding", "dw_striding8k5")
+    for variant in (DENSE, ("unit", "global", "frame", False), ("unit", "local", "chunk", True))
+]
+
+
 # Batch 1 takes the lean single-utterance path, batch 2 the general one: both must equal the full forward.
-@pytest.mark.parametrize("gate_unit,arbitrator,decision_unit,kv_from_skipped", VARIANTS + [("none", "global", "frame", False)])
-@pytest.mark.parametrize("input_layer", ["conv2d", "stack"])
+@pytest.mark.parametrize(
+    "variant,front_end", STREAMING_CASES, ids=[f"{f}-{'-'.join(map(str, v))}" for v, f in STREAMING_CASES]
+)
 @pytest.mark.parametrize("batch", [1, 2])
-def test_chunk_by_chunk_with_cache_equals_full_forward(gate_unit, arbitrator, decision_unit, kv_from_skipped, input_layer, batch):
+def test_chunk_by_chunk_with_cache_equals_full_forward(variant, front_end, batch):
+    gate_unit, arbitrator, decision_unit, kv_from_skipped = variant
     torch.manual_seed(0)
     encoder = small_encoder(
         gate_unit=gate_unit, arbitrator=arbitrator, decision_unit=decision_unit,
-        kv_from_skipped=kv_from_skipped, input_layer=input_layer,
+        kv_from_skipped=kv_from_skipped, **FRONT_ENDS[front_end],
     )
     randomize_arbitration(encoder).eval()
     streamed, full = _streamed_and_full(encoder, torch.randn(batch, 97, 80))
@@ -122,13 +145,16 @@ def test_chunk_decisions_are_sampled_once_per_chunk_in_training():
     assert 0.0 < float(gates[valid].mean()) < 1.0
 
 
-def test_batched_equals_alone_for_a_padded_utterance():
+@pytest.mark.parametrize("front_end", sorted(FRONT_ENDS))
+def test_batched_equals_alone_for_a_padded_utterance(front_end):
     torch.manual_seed(0)
-    encoder = randomize_arbitration(small_encoder()).eval()
+    encoder = randomize_arbitration(small_encoder(**FRONT_ENDS[front_end])).eval()
     x, lengths = _batch()
     with torch.no_grad():
         batched, out_lengths, _ = encoder(x, lengths)
         alone, alone_lengths, _ = encoder(x[2:, :61], lengths[2:])
+    assert out_lengths.tolist() == [encoder.embed.num_output_frames(int(n)) for n in lengths]
+    assert batched.size(1) == encoder.embed.num_output_frames(x.size(1))
     assert int(out_lengths[2]) == int(alone_lengths[0]) == alone.size(1)
     assert torch.allclose(batched[2, : alone.size(1)], alone[0], atol=1e-5)
 
@@ -179,6 +205,7 @@ def test_threshold_moves_compute():
         ("arbitrator", "oracle", "arbitrator"),
         ("decision_unit", "word", "decision_unit"),
         ("input_layer", "vgg", "input_layer"),
+        ("subsampling_factor", 6, "subsampling_factor"),
         ("attention_heads", 5, "attention_heads"),
     ],
 )
