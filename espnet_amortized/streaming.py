@@ -10,7 +10,8 @@
 Audio goes through a streaming Kaldi fbank (identical to the whole-signal
 fbank), the model's normalisation, ``encoder.forward_chunk`` (its cache and
 sparse execution) and a frame-synchronous transducer search (greedy for
-``beam_size: 1``, else beam search; search.py). The model must take fbank
+``beam_size: 1``, else beam search; search.py; ``length_bonus`` rewards each
+emitted label in both). The model must take fbank
 features (the recipe's models: ``input_size`` set, no frontend).
 """
 
@@ -94,6 +95,7 @@ class Speech2TextStreaming:
         beam_size: int = 1,
         max_symbols_per_frame: int = 4,
         score_norm: bool = False,
+        length_bonus: float = 0.0,
         device: str = "cpu",
     ):
         model, args = load_asr_model(asr_train_config, asr_model_file, device)
@@ -121,10 +123,13 @@ class Speech2TextStreaming:
         self.model = model
         self.tokenizer, self.converter = text_converters(args.token_type, args.bpemodel, args.token_list)
         if beam_size == 1:
-            self.search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame)
+            self.search = GreedyTransducerSearch(
+                model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame, length_bonus=length_bonus
+            )
         else:
             self.search = BeamTransducerSearch(
-                model.decoder, model.joint_network, model.blank_id, beam_size, max_symbols_per_frame, score_norm
+                model.decoder, model.joint_network, model.blank_id, beam_size, max_symbols_per_frame, score_norm,
+                length_bonus=length_bonus,
             )
         self.reset()
 

@@ -1,7 +1,10 @@
+import itertools
+import math
+
 import pytest
 import torch
 
-from espnet_amortized.search import BeamTransducerSearch, GreedyTransducerSearch
+from espnet_amortized.search import BeamTransducerSearch, GreedyTransducerSearch, ranking_score
 from tests.conftest import build_espnet_model
 
 
@@ -13,9 +16,169 @@ def model():
     return model
 
 
-def test_pieces_give_the_same_tokens_as_all_frames(model):
-    search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame=3)
-    frames = torch.randn(40, 32) * 3
+TOY_VOCAB, TOY_BLANK, TOY_ENCODER_SIZE = 4, 0, 5
+
+
+def toy_transducer(seed: int = 3, scale: float = 5.0, num_frames: int = 3):
+    """ESPnet's transducer decoder and joint network, tiny (3 labels + blank) and sharpened so that
+    their distributions depend strongly on the labels so far."""
+    from espnet2.asr.decoder.transducer_decoder import TransducerDecoder
+    from espnet2.asr_transducer.joint_network import JointNetwork
+
+    torch.manual_seed(seed)
+    decoder = TransducerDecoder(TOY_VOCAB, hidden_size=6, embed_pad=TOY_BLANK).eval()
+    joint_network = JointNetwork(TOY_VOCAB, TOY_ENCODER_SIZE, 6, joint_space_size=7).eval()
+    with torch.no_grad():
+        joint_network.lin_out.weight *= scale
+        joint_network.lin_dec.weight *= scale
+    return decoder, joint_network, torch.randn(num_frames, TOY_ENCODER_SIZE) * 2
+
+
+@torch.no_grad()
+def exhaustive_label_sequence_log_probs(decoder, joint_network, frames, max_symbols):
+    """log P(labels) for every label sequence: every alignment enumerated (on each frame 0..max_symbols
+    labels, then blank), its probability from the unprojected joint, summed per label sequence."""
+    decoded = {}  # labels so far -> (decoder output, decoder state)
+
+    def decoder_out(prefix):
+        if prefix not in decoded:
+            if prefix:
+                state = decoder_out(prefix[:-1])[1]
+            else:
+                state = decoder.init_state(1)
+            label = prefix[-1] if prefix else TOY_BLANK
+            out, state = decoder.rnn_forward(decoder.embed(torch.tensor([[label]])), state)
+            decoded[prefix] = (out[0, 0], state)
+        return decoded[prefix]
+
+    log_probs = {}
+
+    def log_prob(t, prefix, label):
+        if (t, prefix) not in log_probs:
+            log_probs[t, prefix] = torch.log_softmax(joint_network(frames[t], decoder_out(prefix)[0]), dim=-1).tolist()
+        return log_probs[t, prefix][label]
+
+    labels = [v for v in range(TOY_VOCAB) if v != TOY_BLANK]
+    per_frame = [emitted for n in range(max_symbols + 1) for emitted in itertools.product(labels, repeat=n)]
+    totals = {}
+    for alignment in itertools.product(per_frame, repeat=len(frames)):
+        tokens, score = (), 0.0
+        for t, emitted in enumerate(alignment):
+            for label in emitted:
+                score += log_prob(t, tokens, label)
+                tokens += (label,)
+            score += log_prob(t, tokens, TOY_BLANK)
+        old = totals.get(tokens)
+        totals[tokens] = score if old is None else max(old, score) + math.log1p(math.exp(-abs(old - score)))
+    return totals
+
+
+@pytest.mark.parametrize("num_frames,max_symbols,seed", [(3, 2, 3), (3, 1, 3), (2, 3, 11)])
+def test_exhaustive_beam_equals_the_exhaustive_search(num_frames, max_symbols, seed):
+    decoder, joint_network, frames = toy_transducer(seed=seed, num_frames=num_frames)
+    exact = exhaustive_label_sequence_log_probs(decoder, joint_network, frames, max_symbols)
+    best = max(exact, key=exact.get)
+    # The case the search once got wrong: it dropped the hypotheses that emitted max_symbols labels on a
+    # frame, so it found the best under max_symbols - 1 (for 1, nothing but the empty hypothesis).
+    fewer = exhaustive_label_sequence_log_probs(decoder, joint_network, frames, max_symbols - 1)
+    assert max(fewer, key=fewer.get) != best
+    search = BeamTransducerSearch(decoder, joint_network, TOY_BLANK, beam_size=len(exact) + 1,
+                                  max_symbols_per_frame=max_symbols)
+    state = search.step(search.init_state(), frames)
+    assert state.best().tokens == best
+    assert state.best().score == pytest.approx(exact[best], abs=1e-5)
+    # A beam this wide keeps every label sequence, each with its exact probability (all alignments merged).
+    assert sorted(h.tokens for h in state.hyps) == sorted(exact)
+    for hyp in state.hyps:
+        assert hyp.score == pytest.approx(exact[hyp.tokens], abs=1e-5)
+
+
+def test_length_bonus_prefers_longer_hypotheses():
+    decoder, joint_network, frames = toy_transducer(seed=4)
+    exact = exhaustive_label_sequence_log_probs(decoder, joint_network, frames, 2)
+    plain_best = max(exact, key=exact.get)
+    bonus = 1.5
+    rewarded_best = max(exact, key=lambda tokens: exact[tokens] + bonus * len(tokens))
+    assert len(rewarded_best) > len(plain_best)  # the constructed case: the bonus changes the choice
+
+    def search(**options):
+        search = BeamTransducerSearch(decoder, joint_network, TOY_BLANK, beam_size=len(exact) + 1,
+                                      max_symbols_per_frame=2, **options)
+        return search, search.step(search.init_state(), frames)
+
+    plain_search, plain = search()
+    zero_search, zero = search(length_bonus=0.0)
+    assert [(h.tokens, h.score) for h in zero.hyps] == [(h.tokens, h.score) for h in plain.hyps]
+    assert tuple(zero_search.best_tokens(zero)) == plain_best
+    rewarded_search, rewarded = search(length_bonus=bonus)
+    assert tuple(rewarded_search.best_tokens(rewarded)) == rewarded_best
+    # Scores stay log-probabilities; the bonus only ranks.
+    assert {h.tokens: h.score for h in rewarded.hyps} == pytest.approx({h.tokens: h.score for h in plain.hyps})
+    # With score_norm, the rewarded score is divided by len + 1.
+    normed = BeamTransducerSearch(decoder, joint_network, TOY_BLANK, beam_size=len(exact) + 1,
+                                  max_symbols_per_frame=2, score_norm=True, length_bonus=bonus)
+    expected = max(exact, key=lambda tokens: (exact[tokens] + bonus * len(tokens)) / (len(tokens) + 1))
+    assert tuple(normed.best_tokens(normed.step(normed.init_state(), frames))) == expected
+
+
+def test_narrow_beam_prunes_by_the_length_bonus():
+    decoder, joint_network, frames = toy_transducer(seed=4, num_frames=6)
+    lengths = {}
+    for bonus in (0.0, 3.0):
+        search = BeamTransducerSearch(decoder, joint_network, TOY_BLANK, beam_size=2, max_symbols_per_frame=2,
+                                      length_bonus=bonus)
+        state = search.step(search.init_state(), frames)
+        assert len(state.hyps) == 2
+        ranks = [ranking_score(h, bonus) for h in state.hyps]
+        assert ranks == sorted(ranks, reverse=True)
+        lengths[bonus] = len(search.best_tokens(state))
+    assert lengths[3.0] > lengths[0.0]
+
+
+@torch.no_grad()
+def _reference_greedy(decoder, joint_network, frames, max_symbols, length_bonus=0.0):
+    """Greedy search with the unprojected joint network, one call per candidate."""
+    out, state = decoder.rnn_forward(decoder.embed(torch.tensor([[TOY_BLANK]])), decoder.init_state(1))
+    tokens = []
+    for frame in frames:
+        for _ in range(max_symbols):
+            log_probs = torch.log_softmax(joint_network(frame, out[0, 0]), dim=-1)
+            log_probs[1:] += length_bonus  # TOY_BLANK is 0
+            label = int(log_probs.argmax())
+            if label == TOY_BLANK:
+                break
+            tokens.append(label)
+            out, state = decoder.rnn_forward(decoder.embed(torch.tensor([[label]])), state)
+    return tokens
+
+
+@pytest.mark.parametrize("length_bonus", [0.0, 2.0])
+def test_greedy_with_projections_computed_once_equals_the_unprojected_joint(length_bonus):
+    decoder, joint_network, frames = toy_transducer(seed=4, num_frames=8)
+    search = GreedyTransducerSearch(decoder, joint_network, TOY_BLANK, max_symbols_per_frame=3,
+                                    length_bonus=length_bonus)
+    tokens = search.step(search.init_state(), frames).tokens
+    assert tokens == _reference_greedy(decoder, joint_network, frames, 3, length_bonus)
+    if length_bonus:
+        assert len(tokens) > len(_reference_greedy(decoder, joint_network, frames, 3))
+
+
+def test_projected_joint_equals_the_joint_network(model):
+    from espnet_amortized.search import _joint_logits, _project_frame
+
+    search = BeamTransducerSearch(model.decoder, model.joint_network, model.blank_id)
+    frame = torch.randn(32) * 3
+    decoder_out, _ = model.decoder.rnn_forward(model.decoder.embed(torch.tensor([[4], [7]])), model.decoder.init_state(2))
+    projections, _ = search._advance([4, 7], model.decoder.init_state(2))
+    projected = _joint_logits(model.joint_network, _project_frame(model.joint_network, frame).unsqueeze(0), projections)
+    torch.testing.assert_close(projected, model.joint_network(frame.unsqueeze(0), decoder_out[:, 0]))
+
+
+@pytest.mark.parametrize("length_bonus", [0.0, 1.0])
+def test_pieces_give_the_same_tokens_as_all_frames(model, length_bonus):
+    search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame=3,
+                                    length_bonus=length_bonus)
+    frames = torch.randn(40, 32, generator=torch.Generator().manual_seed(0)) * 3
     whole = search.step(search.init_state(), frames).tokens
     state = search.init_state()
     for start, end in [(0, 1), (1, 17), (17, 18), (18, 40)]:
@@ -32,58 +195,11 @@ def test_symbols_per_frame_are_bounded(model):
         GreedyTransducerSearch(model.decoder, model.joint_network, 0, max_symbols_per_frame=0)
 
 
-@torch.no_grad()
-def _restricted_log_prob(model, frames, labels, max_symbols):
-    """log P(labels | frames) summed over alignments with <= max_symbols labels per frame (brute force DP)."""
-    import math
-
-    search = BeamTransducerSearch(model.decoder, model.joint_network, model.blank_id)
-    decoder_outs = [search.init_state().hyps[0].decoder_out]
-    state = search.init_state().hyps[0].decoder_state
-    for label in labels:
-        out, state = search._advance([label], state)
-        decoder_outs.append(out[0])
-    log_probs = [[torch.log_softmax(model.joint_network(f, d), dim=-1) for d in decoder_outs] for f in frames]
-    alpha = {0: 0.0}  # labels emitted -> log prob, at the start of a frame
-    for t in range(len(frames)):
-        nxt = {}
-        for u, score in alpha.items():
-            for emitted in range(max_symbols + 1):
-                if u + emitted > len(labels):
-                    break
-                path = score + sum(float(log_probs[t][u + i][labels[u + i]]) for i in range(emitted))
-                path += float(log_probs[t][u + emitted][model.blank_id])
-                end = u + emitted
-                nxt[end] = path if end not in nxt else max(nxt[end], path) + math.log1p(math.exp(-abs(nxt[end] - path)))
-        alpha = nxt
-    return alpha.get(len(labels), float("-inf"))
-
-
-@pytest.mark.parametrize("num_frames,max_symbols", [(2, 1), (1, 2)])
-def test_wide_beam_finds_the_most_probable_label_sequence(model, num_frames, max_symbols):
-    import itertools
-
-    torch.manual_seed(1)
-    frames = torch.randn(num_frames, 32) * 3
-    search = BeamTransducerSearch(model.decoder, model.joint_network, model.blank_id, beam_size=1000,
-                                  max_symbols_per_frame=max_symbols)
-    state = search.step(search.init_state(), frames)
-    labels = [v for v in range(len(model.decoder.embed.weight)) if v != model.blank_id]
-    exact = {}
-    for length in range(num_frames * max_symbols + 1):
-        for sequence in itertools.product(labels, repeat=length):
-            exact[sequence] = _restricted_log_prob(model, frames, list(sequence), max_symbols)
-    best = max(exact, key=exact.get)
-    assert state.best().tokens == best
-    # Every hypothesis carries the exact probability of its labels (all alignments merged).
-    for hyp in state.hyps[:20]:
-        assert hyp.score == pytest.approx(exact[hyp.tokens], abs=1e-4)
-
-
-def test_beam_pieces_give_the_same_hypotheses_as_all_frames(model):
+@pytest.mark.parametrize("length_bonus", [0.0, 1.0])
+def test_beam_pieces_give_the_same_hypotheses_as_all_frames(model, length_bonus):
     search = BeamTransducerSearch(model.decoder, model.joint_network, model.blank_id, beam_size=4,
-                                  max_symbols_per_frame=3)
-    frames = torch.randn(30, 32) * 3
+                                  max_symbols_per_frame=3, length_bonus=length_bonus)
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(0)) * 3
     whole = search.step(search.init_state(), frames)
     state = search.init_state()
     for start, end in [(0, 1), (1, 13), (13, 14), (14, 30)]:
@@ -97,3 +213,6 @@ def test_beam_options_are_checked(model):
     for option in ("beam_size", "max_symbols_per_frame"):
         with pytest.raises(ValueError, match=option):
             BeamTransducerSearch(model.decoder, model.joint_network, 0, **{option: 0})
+    for search in (BeamTransducerSearch, GreedyTransducerSearch):
+        with pytest.raises(ValueError, match="length_bonus"):
+            search(model.decoder, model.joint_network, 0, length_bonus=float("nan"))

@@ -8,7 +8,9 @@ Batch 1, one utterance after the other (``--threads`` CPU threads). With
 ``search: greedy`` in the decode YAML, our frame-synchronous greedy search
 (espnet_amortized.search, up to ``max_symbols_per_frame`` labels per frame)
 runs on the whole-utterance encoder output instead of ESPnet's beam search:
-fast, and the same search for every transducer encoder (sweeps). Reads
+fast, and the same search for every transducer encoder (sweeps); its
+``length_bonus`` (default 0.0) rewards each emitted label. ESPnet's beam search
+has no such reward, so there ``length_bonus`` must be 0. Reads
 ``feats.scp`` (kaldiio) if the data dir has one, else ``wav.scp``. Writes
 ESPnet's layout (``1best_recog/text``, ``token``, ``score``) plus
 ``compute.jsonl`` (per utterance: audio seconds, decode and encoder seconds,
@@ -111,7 +113,7 @@ class ComputeProbe:
 class GreedySpeech2Text:
     """``Speech2Text``'s call interface around our greedy transducer search (whole utterances)."""
 
-    def __init__(self, model, train_args, max_symbols_per_frame: int = 4):
+    def __init__(self, model, train_args, max_symbols_per_frame: int = 4, length_bonus: float = 0.0):
         from espnet_amortized._espnet import text_converters
         from espnet_amortized.search import GreedyTransducerSearch
 
@@ -119,7 +121,9 @@ class GreedySpeech2Text:
             raise ValueError("search: greedy needs a transducer model")
         model.decoder.set_device(torch.device("cpu"))
         self.model = self.asr_model = model
-        self.search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame)
+        self.search = GreedyTransducerSearch(
+            model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame, length_bonus=length_bonus
+        )
         self.tokenizer, self.converter = text_converters(train_args.token_type, train_args.bpemodel, train_args.token_list)
 
     def __call__(self, speech):
@@ -139,9 +143,15 @@ def decode(args) -> Dict:
     options = yaml.safe_load(args.config.read_text()) if args.config else {}
     options = options or {}
     model, train_args = load_asr_model(args.asr_train_config, args.asr_model_file)  # readable errors first
+    length_bonus = float(options.get("length_bonus", 0.0))
     if options.get("search", "beam") == "greedy":
-        speech2text = GreedySpeech2Text(model, train_args, options.get("max_symbols_per_frame", 4))
+        speech2text = GreedySpeech2Text(model, train_args, options.get("max_symbols_per_frame", 4), length_bonus)
     else:
+        if length_bonus != 0.0:
+            raise ValueError(
+                f"{args.config}: length_bonus {length_bonus} needs search: greedy or the streaming decoder "
+                "(ESPnet's transducer beam search has no length bonus)"
+            )
         speech2text = speech2text_class()(
             asr_train_config=args.asr_train_config,
             asr_model_file=args.asr_model_file,
@@ -221,7 +231,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr_model_file", type=pathlib.Path, required=True)
     parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with feats.scp or wav.scp")
     parser.add_argument("--output_dir", type=pathlib.Path, required=True)
-    parser.add_argument("--config", type=pathlib.Path, help="decode YAML: beam_size, transducer_conf, ...")
+    parser.add_argument("--config", type=pathlib.Path,
+                        help="decode YAML: search (beam | greedy), beam_size, transducer_conf, max_symbols_per_frame "
+                             "and length_bonus (greedy), ...")
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save_gates", type=int, default=3, help="save the unit decisions of this many utterances")

@@ -2,13 +2,13 @@
 
     python -m espnet_amortized.bin.asr_inference_streaming --asr_train_config exp/m/config.yaml \\
         --asr_model_file exp/m/valid.loss.ave.pth --data data/test_clean --output_dir exp/m/stream_test_clean \\
-        [--config conf/decode.yaml] [--beam_size 4] [--piece_ms 160] [--gate_threshold 0.5]
+        [--config conf/decode.yaml] [--beam_size 4] [--length_bonus 0.0] [--piece_ms 160] [--gate_threshold 0.5]
 
 Reads ``wav.scp`` (16 kHz audio) and feeds each utterance in pieces of
 ``--piece_ms`` to ``Speech2TextStreaming`` (streaming fbank, encoder cache,
 sparse execution, frame-synchronous transducer search: greedy for beam size 1,
 else beam search), batch 1, ``--threads`` threads. The decode YAML is the
-offline decoder's: ``beam_size`` and ``transducer_conf.score_norm`` apply.
+offline decoder's: ``beam_size``, ``length_bonus`` and ``transducer_conf.score_norm`` apply.
 Writes ``1best_recog/text``, ``partial.jsonl`` (the hypothesis after each
 piece), ``compute.jsonl`` (per utterance: MACs and ratios, per-layer unit
 rates, GFLOPs per audio second, encoder and total RTF, per-piece latency mean
@@ -37,10 +37,11 @@ def decode(args) -> dict:
     options = (yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}) if args.config else {}
     beam_size = args.beam_size if args.beam_size is not None else options.get("beam_size", 1)
     score_norm = bool((options.get("transducer_conf") or {}).get("score_norm", False))
+    length_bonus = args.length_bonus if args.length_bonus is not None else float(options.get("length_bonus", 0.0))
     s2t = Speech2TextStreaming(
         args.asr_train_config, args.asr_model_file, gate_threshold=args.gate_threshold, chunk_size=args.chunk_size,
         beam_size=beam_size,
-        max_symbols_per_frame=args.max_symbols_per_frame, score_norm=score_norm,
+        max_symbols_per_frame=args.max_symbols_per_frame, score_norm=score_norm, length_bonus=length_bonus,
     )
     encoder = s2t.model.encoder
     piece = int(args.piece_ms * SAMPLE_RATE / 1000)
@@ -89,6 +90,7 @@ def decode(args) -> dict:
         "algorithmic_latency_ms": encoder.chunk_size * encoder.embed.stride * 10.0,
         "gate_threshold": encoder.gate_threshold if getattr(encoder, "gated", False) else None,
         "beam_size": beam_size,
+        "length_bonus": length_bonus,
         # Utterances read with a change (other sample rate, several channels); data prep's notes.txt lists them.
         "resampled_utterances": sum("resampled" in r["audio_changes"] for r in records),
         "downmixed_utterances": sum("downmixed" in r["audio_changes"] for r in records),
@@ -106,9 +108,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr_model_file", type=pathlib.Path, required=True)
     parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with wav.scp (16 kHz)")
     parser.add_argument("--output_dir", type=pathlib.Path, required=True)
-    parser.add_argument("--config", type=pathlib.Path, help="decode YAML (beam_size, transducer_conf.score_norm)")
+    parser.add_argument("--config", type=pathlib.Path,
+                        help="decode YAML (beam_size, length_bonus, transducer_conf.score_norm)")
     parser.add_argument("--beam_size", type=int, help="1: greedy; overrides the decode YAML (default there: 1)")
     parser.add_argument("--max_symbols_per_frame", type=int, default=4)
+    parser.add_argument("--length_bonus", type=float,
+                        help="reward per emitted label (insertion reward) in the search's scores; overrides the "
+                             "decode YAML (default there: 0.0)")
     parser.add_argument("--piece_ms", type=float, default=160.0, help="audio fed per call")
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
     parser.add_argument("--chunk_size", type=int,

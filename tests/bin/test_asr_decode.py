@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import soundfile
 
 from espnet_amortized.bin import asr_decode
@@ -16,17 +17,18 @@ def _wav_dir(tmp_path, count=2):
     return tmp_path
 
 
-def test_greedy_search_decodes_like_the_streaming_decoder_offline(saved_model, tmp_path):
+@pytest.mark.parametrize("length_bonus", [0.0, 0.5])
+def test_greedy_search_decodes_like_the_streaming_decoder_offline(saved_model, tmp_path, length_bonus):
     from espnet_amortized.streaming import Speech2TextStreaming, load_audio
 
     data = _wav_dir(tmp_path)
-    (tmp_path / "greedy.yaml").write_text("search: greedy\nmax_symbols_per_frame: 4\n")
+    (tmp_path / "greedy.yaml").write_text(f"search: greedy\nmax_symbols_per_frame: 4\nlength_bonus: {length_bonus}\n")
     config, model = saved_model
     summary = asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(data),
                                "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "greedy.yaml")])
     hypotheses = dict(line.split(maxsplit=1) if " " in line else (line, "")
                       for line in (tmp_path / "out" / "1best_recog" / "text").read_text().splitlines())
-    reference = Speech2TextStreaming(config, model, beam_size=1)
+    reference = Speech2TextStreaming(config, model, beam_size=1, length_bonus=length_bonus)
     for key, path in (line.split() for line in (data / "wav.scp").read_text().splitlines()):
         assert hypotheses[key] == reference.decode_offline(load_audio(path))
     assert summary["utterances"] == 2 and 0 < summary["compute_ratio_layers"] <= 1.01
@@ -46,3 +48,11 @@ def test_beam_search_writes_compute_records_and_unit_decisions(saved_model, tmp_
     gates = np.load(out / "gates" / "utt0.npy")
     assert gates.shape[1:] == (2, 2) and set(np.unique(gates)) <= {0, 1}
     assert abs(gates.mean() - records[0]["compute_ratio_layers"]) < 0.5  # the same decisions, roughly the same share
+
+
+def test_length_bonus_is_refused_for_espnets_beam_search(saved_model, tmp_path):
+    (tmp_path / "beam.yaml").write_text("beam_size: 2\nlength_bonus: 0.5\n")
+    config, model = saved_model
+    with pytest.raises(ValueError, match="length_bonus"):
+        asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(tmp_path),
+                         "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "beam.yaml")])

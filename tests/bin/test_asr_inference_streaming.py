@@ -27,13 +27,16 @@ def test_decodes_a_data_dir_with_compute_and_latency(saved_model, tmp_path):
     assert len(partials) == 8  # 1.5 s in 200 ms pieces
 
 
-def test_beam_size_comes_from_the_decode_config_unless_given(saved_model, tmp_path):
+def test_beam_size_and_length_bonus_come_from_the_decode_config_unless_given(saved_model, tmp_path):
     path = tmp_path / "utt.wav"
     soundfile.write(path, np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000)
     (tmp_path / "wav.scp").write_text(f"utt {path}\n")
-    (tmp_path / "decode.yaml").write_text("beam_size: 3\ntransducer_conf:\n    score_norm: true\n")
+    (tmp_path / "decode.yaml").write_text("beam_size: 3\nlength_bonus: 0.5\ntransducer_conf:\n    score_norm: true\n")
     config, model = saved_model
     common = ["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(tmp_path),
               "--config", str(tmp_path / "decode.yaml")]
-    assert asr_inference_streaming.main(common + ["--output_dir", str(tmp_path / "a")])["beam_size"] == 3
-    assert asr_inference_streaming.main(common + ["--output_dir", str(tmp_path / "b"), "--beam_size", "1"])["beam_size"] == 1
+    summary = asr_inference_streaming.main(common + ["--output_dir", str(tmp_path / "a")])
+    assert summary["beam_size"] == 3 and summary["length_bonus"] == 0.5
+    summary = asr_inference_streaming.main(common + ["--output_dir", str(tmp_path / "b"), "--beam_size", "1",
+                                                     "--length_bonus", "0"])
+    assert summary["beam_size"] == 1 and summary["length_bonus"] == 0.0
