@@ -11,9 +11,9 @@ venv="${repo}/.venv"
 python=${PYTHON:-python3.11}
 command -v "${python}" >/dev/null 2>&1 || python=python3
 
-# 1. System packages: espeak-ng synthesises the offline corpus, flac/sox handle audio,
-#    g++ builds pyworld (an ESPnet dependency) from source.
-apt_pkgs=(espeak-ng flac sox libsndfile1 g++)
+# 1. System packages: espeak-ng, flite and festival (with three English voices) synthesise the
+#    offline corpus, flac/sox handle audio, g++ builds pyworld (an ESPnet dependency) from source.
+apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac sox libsndfile1 g++)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q "install ok installed" || missing+=("${p}")
