@@ -6,7 +6,9 @@
 # Stages (each guarded by --stage/--stop_stage, each safe to rerun: finished work
 # has a .done marker and is skipped):
 #   0 corpus        synthetic espeak-ng corpus (default) or LibriSpeech download
-#   1 data prep     LibriSpeech layout -> data/<set>/ (wav.scp text utt2spk spk2utt utt2dur rejected.txt)
+#   1 data prep     LibriSpeech layout -> data/<set>/ (wav.scp text utt2spk spk2utt utt2dur rejected.txt);
+#                   speed perturbation of the training set -> data/<train_set>_sp/ (--speed_perturb_factors;
+#                   stages 2-4 then use <train_set>_sp, the tokens its unperturbed text)
 #   2 features      80-dim Kaldi fbank -> dump/fbank/<set>/ (ark/scp, feats_shape), global CMVN
 #   3 tokens        sentencepiece -> data/token_list/bpe<nbpe>/ (bpe.model, tokens.txt)
 #   4 training      ESPnet collect_stats + training, one exp/asr_<config>/ per --train_config
@@ -32,6 +34,7 @@ librispeech_subsets="train-clean-100 dev-clean test-clean test-other"
 download_dir=downloads
 train_set=train_clean_100
 train_subsets=train-clean-100  # LibriSpeech subsets that make up train_set
+speed_perturb_factors="0.9 1.0 1.1"  # speed perturbation of train_set (sox speed), as ESPnet's; empty: none
 valid_set=dev_clean
 test_sets="test_clean test_other"
 train_config="conf/train_dense.yaml conf/train_amortized.yaml"  # relative to here or to the repository
@@ -46,7 +49,8 @@ expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets valid_set test_sets train_config decode_config decode_mode gate_thresholds nbpe train_args train_jobs datadir expdir dumpdir"
+  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds nbpe train_args train_jobs datadir expdir dumpdir"
+invocation="$0 $*"  # before the options are consumed: exp/run.sh.cmd and summary.json record it
 while [ $# -gt 0 ]; do
   case "$1" in
     --help|-h)
@@ -68,7 +72,7 @@ done
 # shellcheck source=cmd.sh
 . "${repo}/cmd.sh"
 mkdir -p "${expdir}"
-echo "$(date '+%Y-%m-%dT%H:%M:%S') $0 ${*:-}" >> "${expdir}/run.sh.cmd"
+echo "$(date '+%Y-%m-%dT%H:%M:%S') ${invocation}" >> "${expdir}/run.sh.cmd"
 # Training configs: a space-separated list of files, found here or in the repository (whose own
 # path may contain spaces).
 configs=()
@@ -82,24 +86,41 @@ if [ -z "${decode_config}" ]; then
   [ "${decode_mode}" = streaming ] && decode_config=${repo}/conf/decode_streaming.yaml
 fi
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+# shellcheck disable=SC2086  # a list of factors, normalised to single spaces
+speed_perturb_factors=$(echo ${speed_perturb_factors})
+if [ -n "${speed_perturb_factors}" ] && run_stage 1; then
+  # shellcheck disable=SC2086
+  python "${repo}/local/speed_perturb.py" --check --factors ${speed_perturb_factors}
+fi
 if run_stage 4; then
   # Seconds now rather than a failed stage 4 after the corpus, features and statistics.
   log "checking the training configs: ${configs[*]}"
-  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${configs[@]}" -- --input_size 80
+  # shellcheck disable=SC2086  # train_args: ESPnet options, split into words as in stage 4
+  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${configs[@]}" -- --input_size 80 ${train_args}
 fi
 model_tag() { local name; name=$(basename "$1"); name=${name%.yaml}; echo "${name#train_}"; }
 
 all_sets="${train_set} ${valid_set} ${test_sets}"
+# The synthetic corpus lives in a folder per generator version (VERSION: version, size, seed).
+synthetic_stamp=""; synthetic_dir=synthetic_${synthetic_size}
+if [ "${corpus}" = synthetic ] && [ -z "${librispeech_root}" ]; then
+  synthetic_stamp=$(python "${repo}/local/make_synthetic_librispeech.py" --print_version --size "${synthetic_size}" --out unused)
+  synthetic_dir=synthetic_v$(python -c 'import json, sys; print(json.loads(sys.argv[1])["corpus_version"])' "${synthetic_stamp}")_${synthetic_size}
+fi
+# The training set of stages 2-4 (features, CMVN, collect_stats, training): the speed-perturbed copy if any.
+train_sp_set=${train_set}; [ -n "${speed_perturb_factors}" ] && train_sp_set=${train_set}_sp
+dump_sets="${train_sp_set} ${valid_set} ${test_sets}"
 token_dir=${datadir}/token_list/bpe${nbpe}
 
 if run_stage 0; then
   if [ -n "${librispeech_root}" ]; then
     log "stage 0: using the LibriSpeech copy at ${librispeech_root}"
   elif [ "${corpus}" = synthetic ]; then
-    librispeech_root="${download_dir}/synthetic_${synthetic_size}/LibriSpeech"
-    if [ ! -f "${librispeech_root}/.done" ]; then
+    librispeech_root="${download_dir}/${synthetic_dir}/LibriSpeech"
+    # A corpus of another generator version is never reused (nor overwritten: it has its own folder).
+    if [ ! -f "${librispeech_root}/.done" ] || [ "$(cat "${librispeech_root}/VERSION" 2>/dev/null)" != "${synthetic_stamp}" ]; then
       log "stage 0: synthetic corpus (${synthetic_size}) -> ${librispeech_root}"
-      python "${repo}/local/make_synthetic_librispeech.py" --out "${download_dir}/synthetic_${synthetic_size}" \
+      python "${repo}/local/make_synthetic_librispeech.py" --out "${download_dir}/${synthetic_dir}" \
         --size "${synthetic_size}" --nj "${nj}"
       touch "${librispeech_root}/.done"
     fi
@@ -111,46 +132,75 @@ if run_stage 0; then
   fi
 fi
 if [ -z "${librispeech_root}" ]; then
-  if [ "${corpus}" = synthetic ]; then librispeech_root="${download_dir}/synthetic_${synthetic_size}/LibriSpeech";
+  if [ "${corpus}" = synthetic ]; then librispeech_root="${download_dir}/${synthetic_dir}/LibriSpeech";
   else librispeech_root="${download_dir}/LibriSpeech"; fi
 fi
+# What every data, feature and token marker records: a rerun after the corpus changed (another
+# generator version, another --librispeech_root) stops instead of mixing old and new data.
+corpus_id="${librispeech_root}"
+[ -f "${librispeech_root}/VERSION" ] && corpus_id="${librispeech_root} $(cat "${librispeech_root}/VERSION")"
+done_for_corpus() {  # marker -> 0: made from this corpus, 1: not made yet; another corpus: stop
+  [ -f "$1" ] || return 1
+  [ "$(cat "$1")" = "${corpus_id}" ] && return 0
+  log "$1 was made from another corpus ($(head -c 300 "$1")); this run's corpus: ${corpus_id}." \
+    "Remove ${datadir}, ${dumpdir} and ${expdir}/asr_stats_* (or pass other --datadir/--dumpdir/--expdir)"
+  exit 1
+}
+mark_done() { echo "${corpus_id}" > "$1"; }
 
 if run_stage 1; then
   for set in ${all_sets}; do
-    if [ ! -f "${datadir}/${set}/.done" ]; then
+    if ! done_for_corpus "${datadir}/${set}/.done"; then
       subsets=${set//_/-}; [ "${set}" = "${train_set}" ] && subsets=${train_subsets}
       log "stage 1: data prep ${set} (${subsets})"
       # shellcheck disable=SC2086
       python "${repo}/local/data_prep.py" --librispeech_root "${librispeech_root}" --subset ${subsets} --out "${datadir}/${set}"
-      touch "${datadir}/${set}/.done"
+      mark_done "${datadir}/${set}/.done"
     fi
   done
+  if [ -n "${speed_perturb_factors}" ]; then
+    sp_dir="${datadir}/${train_sp_set}"
+    if [ -f "${sp_dir}/.done" ] && [ "$(cat "${sp_dir}/factors")" != "${speed_perturb_factors}" ]; then
+      log "stage 1: ${sp_dir} was made with speed factors '$(cat "${sp_dir}/factors")', not '${speed_perturb_factors}':" \
+        "delete it and ${dumpdir}/fbank/${train_sp_set} to change them"
+      exit 1
+    fi
+    if ! done_for_corpus "${sp_dir}/.done"; then
+      log "stage 1: speed perturbation ${speed_perturb_factors} of ${train_set} -> ${sp_dir} (${nj} jobs)"
+      # shellcheck disable=SC2086
+      python "${repo}/local/speed_perturb.py" --data "${datadir}/${train_set}" --out "${sp_dir}" \
+        --factors ${speed_perturb_factors} --nj "${nj}"
+      mark_done "${sp_dir}/.done"
+    fi
+  fi
 fi
 
 if run_stage 2; then
-  for set in ${all_sets}; do
+  for set in ${dump_sets}; do
     out="${dumpdir}/fbank/${set}"
-    if [ ! -f "${out}/.done" ]; then
+    if ! done_for_corpus "${out}/.done"; then
       log "stage 2: fbank ${set} (${nj} jobs)"
-      cmvn=(); [ "${set}" = "${train_set}" ] && cmvn=(--cmvn_out "${out}/cmvn.npz")
+      cmvn=(); [ "${set}" = "${train_sp_set}" ] && cmvn=(--cmvn_out "${out}/cmvn.npz")
       python "${repo}/local/features.py" --data "${datadir}/${set}" --out "${out}" --nj "${nj}" "${cmvn[@]}"
-      touch "${out}/.done"
+      mark_done "${out}/.done"
     fi
   done
 fi
 
-if run_stage 3 && [ ! -f "${token_dir}/.done" ]; then
+if run_stage 3 && ! done_for_corpus "${token_dir}/.done"; then
   log "stage 3: sentencepiece (${nbpe}) -> ${token_dir}"
-  python "${repo}/local/tokens.py" --text "${dumpdir}/fbank/${train_set}/text" --nbpe "${nbpe}" --out "${token_dir}"
-  touch "${token_dir}/.done"
+  # The unperturbed transcripts (the perturbed copies repeat them).
+  python "${repo}/local/tokens.py" --text "${datadir}/${train_set}/text" --nbpe "${nbpe}" --out "${token_dir}"
+  mark_done "${token_dir}/.done"
 fi
 
 if run_stage 4; then
   stats_dir="${expdir}/asr_stats_bpe${nbpe}"
-  data_args=(--train_dir "${dumpdir}/fbank/${train_set}" --valid_dir "${dumpdir}/fbank/${valid_set}"
+  [ "${train_sp_set}" != "${train_set}" ] && stats_dir="${stats_dir}_sp"  # as ESPnet's asr.sh
+  data_args=(--train_dir "${dumpdir}/fbank/${train_sp_set}" --valid_dir "${dumpdir}/fbank/${valid_set}"
     --token_list "${token_dir}/tokens.txt" --token_type bpe --bpemodel "${token_dir}/bpe.model" --stats_dir "${stats_dir}")
   # The fbank features need no frontend; ESPnet normalises them with our global CMVN.
-  feature_args=(--input_size 80 --normalize global_mvn --normalize_conf "stats_file=${dumpdir}/fbank/${train_set}/cmvn.npz")
+  feature_args=(--input_size 80 --normalize global_mvn --normalize_conf "stats_file=${dumpdir}/fbank/${train_sp_set}/cmvn.npz")
   if [ ! -f "${stats_dir}/.done" ]; then
     log "stage 4: ESPnet collect_stats -> ${stats_dir}"
     first_config=${configs[0]}
@@ -218,7 +268,7 @@ if run_stage 6; then
   for config in "${configs[@]}"; do exps+=("${expdir}/asr_$(model_tag "${config}")"); done
   # shellcheck disable=SC2086  # a list of test set names
   python "${repo}/local/report.py" --dumpdir "${dumpdir}/fbank" --test_sets ${test_sets} --exps "${exps[@]}" \
-    --mode "${decode_mode}" \
+    --mode "${decode_mode}" --corpus "${corpus_id}" --command "${invocation}" \
     --out "${results}"
   plots=${expdir}/plots
   [ "${decode_mode}" = streaming ] && plots=${expdir}/plots_streaming

@@ -5,8 +5,13 @@ import subprocess
 
 import pytest
 
+from make_synthetic_librispeech import CORPUS_VERSION
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY_TRAINING = "--max_epoch 1 --batch_bins 200000 --num_workers 0"
+# One short epoch; the configs' learning-rate schedule is shortened with it (the recipe refuses a
+# schedule that does not end on the last update).
+TINY_TRAINING = ("--max_epoch 1 --num_iters_per_epoch 4 --batch_bins 200000 --num_workers 0 "
+                 "--scheduler_conf warmup_steps_list=[0,2,4] --scheduler_conf warmup_lr_list=[0.0,0.005,0.00005]")
 
 
 def _run(work, *args):
@@ -31,7 +36,15 @@ def test_all_stages_produce_their_outputs(recipe):
         assert f"stage {stage}" in log
     for name in ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur", "rejected.txt"):
         assert (work / "data" / "test_other" / name).is_file()
-    assert (work / "dump" / "fbank" / "train_clean_100" / "cmvn.npz").is_file()
+    # Speed perturbation (default 0.9 1.0 1.1): stages 2-4 train on train_clean_100_sp.
+    sp = work / "data" / "train_clean_100_sp"
+    train = (work / "data" / "train_clean_100" / "wav.scp").read_text().count("\n")
+    assert (sp / "wav.scp").read_text().count("\n") == 3 * train and (sp / ".done").is_file()
+    assert f"sp0.9 {train} written, 0 already present" in log and (sp / "perturb.txt").read_text().startswith("factor\t")
+    assert (work / "dump" / "fbank" / "train_clean_100_sp" / "cmvn.npz").is_file()
+    assert (work / "dump" / "fbank" / "train_clean_100_sp" / "feats_shape").read_text().count("\n") == 3 * train
+    assert not (work / "dump" / "fbank" / "train_clean_100").exists()
+    assert (work / "exp" / "asr_stats_bpe48_sp" / ".done").is_file()
     tokens = (work / "data" / "token_list" / "bpe48" / "tokens.txt").read_text().splitlines()
     assert tokens[0] == "<blank>" and tokens[-1] == "<sos/eos>"
     for model in ("dense", "amortized"):
@@ -61,6 +74,19 @@ def test_deleted_dump_is_regenerated(recipe):
     shutil.rmtree(work / "dump" / "fbank" / "dev_clean")
     log = _run(work, "--stage", "2", "--stop_stage", "2")
     assert "stage 2: fbank dev_clean" in log and (work / "dump" / "fbank" / "dev_clean" / "feats.scp").is_file()
+
+
+@pytest.mark.parametrize("factors", ["0.9 0", "0.9 -1.1", "fast"])
+def test_bad_speed_perturb_factors_fail_before_any_work(tmp_path, factors):
+    result = subprocess.run(["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--speed_perturb_factors", factors],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "--factors: speed factor" in result.stderr
+    assert not (tmp_path / "downloads").exists() and not (tmp_path / "data").exists()
+
+
+def test_help_lists_the_speed_perturb_factors():
+    result = subprocess.run(["bash", str(REPO / "run.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--speed_perturb_factors 0.9 1.0 1.1" in result.stdout
 
 
 def test_unknown_option_is_rejected(tmp_path):
@@ -186,6 +212,24 @@ def test_a_bad_training_config_fails_before_any_work(tmp_path):
     assert not (tmp_path / "downloads").exists() and not (tmp_path / "data").exists()
 
 
+def test_a_changed_corpus_never_mixes_with_data_made_from_the_old_one(recipe, tmp_path):
+    """Stage 0 reuses a corpus of this generator version; data made from another corpus stops the run."""
+    work, _ = recipe
+    corpus = work / "downloads" / f"synthetic_v{CORPUS_VERSION}_tiny" / "LibriSpeech"
+    assert (corpus / "VERSION").is_file() and (corpus / ".done").is_file()
+    before = (corpus / "CONDITIONS.TXT").stat().st_mtime_ns
+    out = tmp_path / "rerun"
+    (out / "data" / "dev_clean").mkdir(parents=True)
+    (out / "data" / "dev_clean" / ".done").write_text("")  # prepared by a corpus before VERSION markers
+    command = ["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--stage", "0", "--stop_stage", "1",
+               "--download_dir", str(work / "downloads"), "--speed_perturb_factors", ""]
+    result = subprocess.run(command, cwd=out, capture_output=True, text=True)
+    assert result.returncode != 0 and "data/dev_clean/.done was made from another corpus" in result.stderr
+    assert "stage 0: synthetic corpus" not in result.stderr  # the finished corpus was reused
+    assert (corpus / "CONDITIONS.TXT").stat().st_mtime_ns == before
+    assert (out / "data" / "train_clean_100" / ".done").read_text().strip().endswith((corpus / "VERSION").read_text().strip())
+
+
 def test_the_recipe_runs_from_a_repository_path_with_spaces(recipe, tmp_path):
     """A clone under 'my projects/…': the recipe's own paths (scripts, configs, launchers) stay whole."""
     work, _ = recipe
@@ -193,7 +237,7 @@ def test_the_recipe_runs_from_a_repository_path_with_spaces(recipe, tmp_path):
     out = tmp_path / "recipe output"
     out.mkdir()
     command = ["bash", str(clone / "run.sh"), "--stage", "1", "--stop_stage", "3", "--nbpe", "48", "--nj", "2",
-               "--librispeech_root", str(work / "downloads" / "synthetic_tiny" / "LibriSpeech")]
+               "--librispeech_root", str(work / "downloads" / f"synthetic_v{CORPUS_VERSION}_tiny" / "LibriSpeech")]
     result = subprocess.run(command, cwd=out, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "data" / "token_list" / "bpe48" / "tokens.txt").is_file()
