@@ -100,6 +100,9 @@ class GreedyTransducerSearch:
     def best_tokens(self, state: GreedyState) -> List[int]:
         return list(state.tokens)
 
+    def best_score(self, state: GreedyState) -> float:
+        return 0.0  # greedy search does not keep a score
+
 
 @dataclass
 class BeamHypothesis:
@@ -232,3 +235,7 @@ class BeamTransducerSearch:
 
     def best_tokens(self, state: BeamState) -> List[int]:
         return list(state.best(self.score_norm, self.length_bonus).tokens)
+
+    def best_score(self, state: BeamState) -> float:
+        """log P of the best hypothesis's labels (merged alignments; without the length bonus)."""
+        return float(state.best(self.score_norm, self.length_bonus).score)

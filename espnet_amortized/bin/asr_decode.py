@@ -4,13 +4,14 @@
         --asr_model_file exp/m/valid.loss.ave.pth --data dump/fbank/test_clean \
         --output_dir exp/m/decode_test_clean [--config conf/decode.yaml] [--gate_threshold 0.5]
 
-Batch 1, one utterance after the other (``--threads`` CPU threads). With
-``search: greedy`` in the decode YAML, our frame-synchronous greedy search
-(espnet_amortized.search, up to ``max_symbols_per_frame`` labels per frame)
-runs on the whole-utterance encoder output instead of ESPnet's beam search:
-fast, and the same search for every transducer encoder (sweeps); its
-``length_bonus`` (default 0.0) rewards each emitted label. ESPnet's beam search
-has no such reward, so there ``length_bonus`` must be 0. Reads
+Batch 1, one utterance after the other (``--threads`` CPU threads). The decode
+YAML's ``search`` picks the transducer search on the whole-utterance encoder
+output: ``beam`` (default) and ``greedy`` are our frame-synchronous searches
+(espnet_amortized.search: up to ``max_symbols_per_frame`` labels per frame,
+``beam_size``, ``score_norm`` and a ``length_bonus`` per emitted label), the
+same searches that the streaming decoder runs chunk by chunk, for every
+transducer encoder; ``espnet`` is ESPnet's BeamSearchTransducer (``beam_size``,
+``transducer_conf``), which has no length bonus. Reads
 ``feats.scp`` (kaldiio) if the data dir has one, else ``wav.scp``. Writes
 ESPnet's layout (``1best_recog/text``, ``token``, ``score``) plus
 ``compute.jsonl`` (per utterance: audio seconds, decode and encoder seconds,
@@ -110,32 +111,41 @@ class ComputeProbe:
         return result
 
 
-class GreedySpeech2Text:
-    """``Speech2Text``'s call interface around our greedy transducer search (whole utterances)."""
+SEARCHES = ("beam", "greedy", "espnet")
 
-    def __init__(self, model, train_args, max_symbols_per_frame: int = 4, length_bonus: float = 0.0):
+
+class TransducerSpeech2Text:
+    """``Speech2Text``'s call interface around our greedy or beam transducer search (whole utterances)."""
+
+    def __init__(self, model, train_args, search: str = "beam", beam_size: int = 4, max_symbols_per_frame: int = 4,
+                 length_bonus: float = 0.0, score_norm: bool = True):
         from espnet_amortized._espnet import text_converters
-        from espnet_amortized.search import GreedyTransducerSearch
+        from espnet_amortized.search import BeamTransducerSearch, GreedyTransducerSearch
 
         if getattr(model, "joint_network", None) is None:
-            raise ValueError("search: greedy needs a transducer model")
+            raise ValueError(f"search: {search} needs a transducer model")
         model.decoder.set_device(torch.device("cpu"))
         self.model = self.asr_model = model
-        self.search = GreedyTransducerSearch(
-            model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame, length_bonus=length_bonus
-        )
+        common = dict(blank_id=model.blank_id, max_symbols_per_frame=max_symbols_per_frame, length_bonus=length_bonus)
+        if search == "greedy":
+            self.search = GreedyTransducerSearch(model.decoder, model.joint_network, **common)
+        else:
+            self.search = BeamTransducerSearch(
+                model.decoder, model.joint_network, beam_size=beam_size, score_norm=score_norm, **common
+            )
         self.tokenizer, self.converter = text_converters(train_args.token_type, train_args.bpemodel, train_args.token_list)
 
     def __call__(self, speech):
         speech = torch.as_tensor(np.asarray(speech, dtype=np.float32)).unsqueeze(0)
         encoded, lengths = self.model.encode(speech, torch.tensor([speech.size(1)]))
         state = self.search.step(self.search.init_state(), encoded[0, : int(lengths[0])])
-        tokens = self.converter.ids2tokens(state.tokens)
+        ids = self.search.best_tokens(state)
+        tokens = self.converter.ids2tokens(ids)
 
         class Hypothesis:  # what decode() reads of ESPnet's hypotheses
-            score = 0.0
+            score = self.search.best_score(state)
 
-        return [(self.tokenizer.tokens2text(tokens), tokens, state.tokens, Hypothesis())]
+        return [(self.tokenizer.tokens2text(tokens), tokens, ids, Hypothesis())]
 
 
 def decode(args) -> Dict:
@@ -144,12 +154,19 @@ def decode(args) -> Dict:
     options = options or {}
     model, train_args = load_asr_model(args.asr_train_config, args.asr_model_file)  # readable errors first
     length_bonus = float(options.get("length_bonus", 0.0))
-    if options.get("search", "beam") == "greedy":
-        speech2text = GreedySpeech2Text(model, train_args, options.get("max_symbols_per_frame", 4), length_bonus)
+    search = options.get("search", "beam")
+    if search not in SEARCHES:
+        raise ValueError(f"{args.config}: search must be one of {', '.join(SEARCHES)}; got {search!r}")
+    if search != "espnet":
+        speech2text = TransducerSpeech2Text(
+            model, train_args, search, beam_size=options.get("beam_size", 4),
+            max_symbols_per_frame=options.get("max_symbols_per_frame", 4), length_bonus=length_bonus,
+            score_norm=(options.get("transducer_conf") or {}).get("score_norm", True),
+        )
     else:
         if length_bonus != 0.0:
             raise ValueError(
-                f"{args.config}: length_bonus {length_bonus} needs search: greedy or the streaming decoder "
+                f"{args.config}: length_bonus {length_bonus} needs search: beam or greedy "
                 "(ESPnet's transducer beam search has no length bonus)"
             )
         speech2text = speech2text_class()(
@@ -232,8 +249,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with feats.scp or wav.scp")
     parser.add_argument("--output_dir", type=pathlib.Path, required=True)
     parser.add_argument("--config", type=pathlib.Path,
-                        help="decode YAML: search (beam | greedy), beam_size, transducer_conf, max_symbols_per_frame "
-                             "and length_bonus (greedy), ...")
+                        help="decode YAML: search (beam | greedy | espnet), beam_size, max_symbols_per_frame, "
+                             "length_bonus, transducer_conf (score_norm; espnet: ESPnet's options)")
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--save_gates", type=int, default=3, help="save the unit decisions of this many utterances")

@@ -17,18 +17,22 @@ def _wav_dir(tmp_path, count=2):
     return tmp_path
 
 
+@pytest.mark.parametrize("search,beam_size", [("greedy", 1), ("beam", 3)])
 @pytest.mark.parametrize("length_bonus", [0.0, 0.5])
-def test_greedy_search_decodes_like_the_streaming_decoder_offline(saved_model, tmp_path, length_bonus):
+def test_our_searches_decode_like_the_streaming_decoder_offline(saved_model, tmp_path, length_bonus, search, beam_size):
     from espnet_amortized.streaming import Speech2TextStreaming, load_audio
 
     data = _wav_dir(tmp_path)
-    (tmp_path / "greedy.yaml").write_text(f"search: greedy\nmax_symbols_per_frame: 4\nlength_bonus: {length_bonus}\n")
+    (tmp_path / "search.yaml").write_text(
+        f"search: {search}\nbeam_size: {beam_size}\nmax_symbols_per_frame: 4\nlength_bonus: {length_bonus}\n"
+        "transducer_conf:\n    score_norm: true\n"
+    )
     config, model = saved_model
     summary = asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(data),
-                               "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "greedy.yaml")])
+                               "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "search.yaml")])
     hypotheses = dict(line.split(maxsplit=1) if " " in line else (line, "")
                       for line in (tmp_path / "out" / "1best_recog" / "text").read_text().splitlines())
-    reference = Speech2TextStreaming(config, model, beam_size=1, length_bonus=length_bonus)
+    reference = Speech2TextStreaming(config, model, beam_size=beam_size, length_bonus=length_bonus, score_norm=True)
     for key, path in (line.split() for line in (data / "wav.scp").read_text().splitlines()):
         assert hypotheses[key] == reference.decode_offline(load_audio(path))
     assert summary["utterances"] == 2 and 0 < summary["compute_ratio_layers"] <= 1.01
@@ -36,7 +40,9 @@ def test_greedy_search_decodes_like_the_streaming_decoder_offline(saved_model, t
 
 def test_beam_search_writes_compute_records_and_unit_decisions(saved_model, tmp_path):
     data = _wav_dir(tmp_path, count=3)
-    (tmp_path / "beam.yaml").write_text("beam_size: 2\ntransducer_conf:\n    search_type: default\n    score_norm: true\n")
+    (tmp_path / "beam.yaml").write_text(
+        "search: espnet\nbeam_size: 2\ntransducer_conf:\n    search_type: default\n    score_norm: true\n"
+    )
     config, model = saved_model
     out = tmp_path / "out"
     asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(data),
@@ -51,8 +57,16 @@ def test_beam_search_writes_compute_records_and_unit_decisions(saved_model, tmp_
 
 
 def test_length_bonus_is_refused_for_espnets_beam_search(saved_model, tmp_path):
-    (tmp_path / "beam.yaml").write_text("beam_size: 2\nlength_bonus: 0.5\n")
+    (tmp_path / "beam.yaml").write_text("search: espnet\nbeam_size: 2\nlength_bonus: 0.5\n")
     config, model = saved_model
     with pytest.raises(ValueError, match="length_bonus"):
         asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(tmp_path),
                          "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "beam.yaml")])
+
+
+def test_an_unknown_search_is_an_error_naming_the_choices(saved_model, tmp_path):
+    (tmp_path / "bad.yaml").write_text("search: viterbi\n")
+    config, model = saved_model
+    with pytest.raises(ValueError, match="search must be one of beam, greedy, espnet"):
+        asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(tmp_path),
+                         "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "bad.yaml")])
