@@ -7,7 +7,12 @@
 For each experiment and test set: ``score_wer/`` (local/score.py) from
 ``decode_<set>/1best_recog/text``, and the compute summary the decoder wrote
 (``decode_<set>/summary.json``). Prints the table, writes it as Markdown to
---out and as JSON next to it.
+--out and as JSON next to it, and (offline mode) ``summary.json`` beside
+--out: one object per model under ``"models"`` (name, role, config,
+front_end, params_m, latency_ms, epochs, training_minutes, compute ratios,
+gflops_per_audio_second, wer = {set: [wer, ci_low, ci_high]}, the paired
+test against the first model, streaming RTF, hardware) and, at the top,
+``corpus``, ``machine`` and ``command`` (from --corpus and --command).
 """
 
 import argparse
@@ -140,6 +145,64 @@ def training_config(exp: pathlib.Path):
     return str(config)
 
 
+# Encoders that are ours (roles dense / gated); any other encoder is a toolkit baseline.
+OUR_ENCODERS = ("amortized_transformer",)
+
+
+def describe_model(exp: pathlib.Path):
+    """Role, front-end, algorithmic latency and epochs from the experiment's config.yaml (ESPnet's copy).
+
+    Latency: a chunk's first frame waits for the whole chunk, plus the input
+    frames the front-end needs beyond its stride (ours: chunk_size frames after
+    subsampling; ESPnet's contextual block encoders: hop_size + look_ahead).
+    """
+    import yaml
+
+    config = exp / "config.yaml"
+    conf = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    encoder = conf.get("encoder")
+    encoder_conf = conf.get("encoder_conf") or {}
+    description = {"role": None, "front_end": encoder_conf.get("input_layer"), "latency_ms": None,
+                   "epochs": _epochs_trained(exp, conf)}
+    if encoder is None:
+        return description
+    if encoder in OUR_ENCODERS:
+        from espnet_amortized.encoder.subsampling import build_subsampling
+
+        embed = build_subsampling(
+            encoder_conf.get("input_layer", "conv2d"), 80, 8, 0.0, encoder_conf.get("stack_frames", 4),
+            encoder_conf.get("subsampling_factor"), encoder_conf.get("subsampling_channels", 48),
+            encoder_conf.get("subsampling_kernel_size", 3),
+        )
+        gated = encoder_conf.get("gate_unit", "unit") != "none"
+        description["role"] = ("budget" if encoder_conf.get("budget_conditioned") else "gated") if gated else "dense"
+        chunk_frames = encoder_conf.get("chunk_size", 16) * embed.stride
+        description["latency_ms"] = 10.0 * (chunk_frames + embed.receptive_field - embed.stride)
+        if description["front_end"] == "dw_striding":
+            description["front_end"] = (f"dw_striding x{embed.stride}, {encoder_conf.get('subsampling_channels', 48)} "
+                                        f"channels")
+        elif description["front_end"] == "stack":
+            description["front_end"] = f"stack {embed.stride}"
+    else:
+        description["role"] = "toolkit"
+        strides = {"conv2d": (4, 7), "conv2d6": (6, 11), "conv2d8": (8, 15)}
+        stride, field = strides.get(encoder_conf.get("input_layer", "conv2d"), (None, None))
+        if stride is not None and "hop_size" in encoder_conf:
+            block = encoder_conf["hop_size"] + encoder_conf.get("look_ahead", 0)
+            description["latency_ms"] = 10.0 * (block * stride + field - stride)
+    return description
+
+
+def _epochs_trained(exp: pathlib.Path, conf: dict):
+    """Epochs ESPnet finished (its N.pth checkpoints, or the last "N epoch results" line), else max_epoch."""
+    finished = [int(p.stem) for p in exp.glob("[0-9]*.pth") if p.stem.isdigit()]
+    train_log = exp / "train.log"
+    if train_log.is_file():
+        found = re.findall(r"(\d+)epoch results:", train_log.read_text(errors="replace"))
+        finished += [int(n) for n in found]
+    return max(finished) if finished else conf.get("max_epoch")
+
+
 def summarize(rows, exps, test_sets):
     """One row per model in the style of ESPnet's RESULTS.md: its own gate threshold, WER per test set with its
     interval and the paired test against the first model, the compute of the first test set, the streaming RTF of
@@ -155,14 +218,20 @@ def summarize(rows, exps, test_sets):
         streaming = exp / f"decode_streaming_{test_sets[0]}" / "summary.json"
         config = exp / "config.yaml"
         ngpu = (yaml.safe_load(config.read_text()) or {}).get("ngpu", 0) if config.is_file() else None
+        seconds = training_seconds(exp)
         summary.append({
+            "name": exp.name, **describe_model(exp),
+            "params_m": None if first["parameters"] is None else round(first["parameters"] / 1e6, 3),
+            "training_minutes": None if seconds is None else round(seconds / 60, 1),
+            "gflops_per_audio_second": first["gflops_per_second"],
+            "wer": {name: [row["wer"], row.get("wer_low"), row.get("wer_high")] for name, row in own.items()},
             "model": exp.name, "config": training_config(exp), "parameters": first["parameters"],
             "compute_ratio_layers": first["compute_ratio_layers"], "compute_ratio_encoder": first["compute_ratio_encoder"],
             "gflops_per_second": first["gflops_per_second"],
             "sets": {name: {key: row.get(key) for key in ("wer", "wer_low", "wer_high", "vs_baseline")}
                      for name, row in own.items()},
             "streaming_rtf": json.loads(streaming.read_text())["rtf"] if streaming.is_file() else None,
-            "training_seconds": training_seconds(exp),
+            "training_seconds": seconds,
             "hardware": None if ngpu is None else (f"{ngpu} GPU" if ngpu else "CPU, 1 thread"),
         })
     return summary
@@ -244,6 +313,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=pathlib.Path, required=True)
     parser.add_argument("--mode", default="offline", choices=["offline", "streaming"], help="which decodings")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: none)")
+    parser.add_argument("--corpus", default=None, help="what the models were trained and tested on (summary.json)")
+    parser.add_argument("--command", default=None, help="the command that made these results (summary.json)")
     args = parser.parse_args(argv)
     rows = gather(args.dumpdir, args.test_sets, args.exps, args.mode)
     if args.bootstrap > 0:
@@ -262,7 +333,9 @@ def main(argv=None) -> None:
         text += ("One row per model at its own gate threshold (compute of the first test set; streaming RTF of "
                  "decode_streaming_<first set> where decoded that way; training wall time from launch.log):\n\n"
                  f"{format_summary(summary, args.test_sets)}\nEvery decoding:\n\n")
-        args.out.with_name(args.out.stem + "_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        document = {"corpus": args.corpus, "machine": machine, "command": args.command, "test_sets": list(args.test_sets),
+                    "models": summary}
+        args.out.with_name("summary.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
     text += table
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=str) + "\n")

@@ -116,7 +116,10 @@ def test_summary_has_one_row_per_model_with_both_sets_streaming_rtf_and_training
                 (decode / "summary.json").write_text(json.dumps({
                     "compute_ratio_layers": ratio * (1.5 if suffix else 1), "compute_ratio_encoder": ratio,
                     "gflops_per_second": ratio, "rtf": 0.02}))
-        (exp / "config.yaml").write_text("ngpu: 0\n")
+        gate_unit = "none" if model == "asr_dense" else "unit"
+        (exp / "config.yaml").write_text(
+            "ngpu: 0\nmax_epoch: 12\nencoder: amortized_transformer\nencoder_conf:\n    input_layer: dw_striding\n"
+            f"    subsampling_factor: 4\n    chunk_size: 16\n    gate_unit: {gate_unit}\n")
         (exp / "launch.log").write_text(
             f"# python -m x train --config {tmp_path}/conf/train_{model}.yaml --exp_dir e\n"
             "# started at Thu Nov 26 08:00:00 2026\n# ended at Thu Nov 26 08:30:00 2026 with exit code 0\n")
@@ -133,6 +136,21 @@ def test_summary_has_one_row_per_model_with_both_sets_streaming_rtf_and_training
     assert amortized["sets"]["test_other"]["wer"] == 2.5 and amortized["sets"]["test_clean"]["vs_baseline"]["delta"] == 2.5
     assert amortized["config"] == "conf/train_asr_amortized.yaml" and amortized["training_seconds"] == 1800
     assert summary[0]["streaming_rtf"] is None and amortized["streaming_rtf"] == 0.0123
+    # The issue-11 schema of summary.json.
+    assert [s["role"] for s in summary] == ["dense", "gated"] and amortized["name"] == "asr_amortized"
+    assert amortized["front_end"] == "dw_striding x4, 48 channels" and amortized["epochs"] == 12
+    assert amortized["latency_ms"] == 10.0 * (16 * 4 + 7 - 4)  # the chunk plus the front-end's context
+    assert amortized["training_minutes"] == 30.0 and amortized["gflops_per_audio_second"] == 0.4
+    wer, low, high = amortized["wer"]["test_other"]
+    assert wer == 2.5 and low <= wer <= high
+    from report import main
+
+    main(["--dumpdir", str(dump), "--test_sets", "test_clean", "test_other", "--exps", *map(str, exps),
+          "--out", str(tmp_path / "exp" / "RESULTS.md"), "--bootstrap", "50", "--corpus", "synthetic v2 tiny",
+          "--command", "./run.sh --synthetic_size tiny"])
+    document = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert document["corpus"] == "synthetic v2 tiny" and document["command"] == "./run.sh --synthetic_size tiny"
+    assert "cores" in document["machine"] and [m["name"] for m in document["models"]] == ["asr_dense", "asr_amortized"]
     table = format_summary(summary, ["test_clean", "test_other"])
     assert "| asr_amortized | conf/train_asr_amortized.yaml | - | 0.400 / 0.400 | 0.400 | 2.50 [" in table
     assert table.rstrip().endswith("| 0.0123 | 30 min | CPU, 1 thread |")
