@@ -114,6 +114,7 @@ def check_config(config: pathlib.Path, espnet_args: Sequence[str] = ()) -> None:
         args = task.get_parser().parse_args(["--config", str(config), "--output_dir", "unused", *map(str, espnet_args)])
     except SystemExit as error:  # argparse has printed what is wrong
         raise ValueError(f"{config}: ESPnet rejected an option (see the message above)") from error
+    check_schedule(args)
     args.token_list = ["<blank>", "<unk>", "a", "<sos/eos>"]
     args.normalize = None  # the statistics do not exist yet
     if getattr(args, "input_size", None) is None and getattr(args, "frontend", None) is None:
@@ -122,6 +123,28 @@ def check_config(config: pathlib.Path, espnet_args: Sequence[str] = ()) -> None:
         task.build_model(args)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{config}: {error}") from error
+
+
+def check_schedule(args) -> None:
+    """A piecewise-linear learning-rate schedule must end where training ends.
+
+    With ``num_iters_per_epoch`` set, training makes ``max_epoch *
+    num_iters_per_epoch / accum_grad`` optimizer updates; a schedule whose last
+    point lies elsewhere (e.g. after ``--max_epoch`` was overridden) would stop
+    before annealing, or anneal and then sit at its floor, so it is refused.
+    """
+    if getattr(args, "scheduler", None) != "piecewiselinearwarmuplr" or not getattr(args, "num_iters_per_epoch", None):
+        return
+    steps = list((args.scheduler_conf or {}).get("warmup_steps_list") or [])
+    if not steps:
+        return
+    updates = args.max_epoch * args.num_iters_per_epoch // max(1, args.accum_grad)
+    if int(steps[-1]) != updates:
+        raise ValueError(
+            f"scheduler_conf.warmup_steps_list ends at update {steps[-1]}, but max_epoch {args.max_epoch} x "
+            f"num_iters_per_epoch {args.num_iters_per_epoch} / accum_grad {args.accum_grad} = {updates} updates: "
+            "change both together (the learning rate would not anneal by the last epoch)"
+        )
 
 
 def _check_checkpoint(exp_dir: pathlib.Path) -> None:

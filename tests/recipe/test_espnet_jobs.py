@@ -215,3 +215,13 @@ def test_a_checkpoint_cut_short_is_set_aside(tmp_path):
     espnet_jobs._check_checkpoint(tmp_path)
     assert not (tmp_path / "checkpoint.pth").exists()
     assert len(list(tmp_path.glob("checkpoint.pth.unreadable-*"))) == 1
+
+
+def test_a_schedule_that_does_not_end_with_training_is_refused(tmp_path):
+    from espnet_amortized.recipe.espnet_jobs import check_config
+
+    config = tmp_path / "schedule.yaml"
+    config.write_text((REPO / "conf" / "train_dense.yaml").read_text())
+    check_config(config)  # the recipe's own config ends its schedule on its last update
+    with pytest.raises(ValueError, match=r"warmup_steps_list ends at update \d+, but max_epoch 3 x"):
+        check_config(config, ["--max_epoch", "3"])
