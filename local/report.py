@@ -175,7 +175,7 @@ def describe_model(exp: pathlib.Path):
             encoder_conf.get("subsampling_kernel_size", 3),
         )
         gated = encoder_conf.get("gate_unit", "unit") != "none"
-        description["role"] = ("budget" if encoder_conf.get("budget_conditioned") else "gated") if gated else "dense"
+        description["role"] = "gated" if gated else "dense"
         chunk_frames = encoder_conf.get("chunk_size", 16) * embed.stride
         description["latency_ms"] = 10.0 * (chunk_frames + embed.receptive_field - embed.stride)
         if description["front_end"] == "dw_striding":
