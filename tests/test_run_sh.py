@@ -199,6 +199,21 @@ def test_the_recipe_model_streams_like_it_decodes_offline(recipe, monkeypatch, b
     assert len(entries) == 8
 
 
+def test_the_same_command_twice_trains_the_same_model_and_decodes_the_same_words(recipe):
+    """Reproducibility: seeds, one thread per job and a fixed batch order; the second run is bit-identical."""
+    import torch
+
+    work, _ = recipe
+    _run(work, "--stage", "4", "--stop_stage", "6", "--expdir", "exp again", "--test_sets", "test_clean",
+         "--train_config", "conf/train_dense.yaml")
+    first, again = work / "exp" / "asr_dense", work / "exp again" / "asr_dense"
+    weights = [torch.load(run / "valid.loss.ave.pth", map_location="cpu") for run in (first, again)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    hyps = [(run / "decode_test_clean" / "1best_recog" / "text").read_text() for run in (first, again)]
+    assert hyps[0] == hyps[1] and hyps[0].count("\n") == 8
+
+
 def test_a_bad_training_config_fails_before_any_work(tmp_path):
     bad = tmp_path / "bad config.yaml"
     bad.write_text("encoder: amortized_transformer\nencoder_conf:\n    chunk_size: 0\ndecoder: transducer\nmodel: amortized_espnet\n")
