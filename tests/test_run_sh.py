@@ -291,3 +291,22 @@ def test_sweep_dry_run_writes_and_builds_every_config(tmp_path):
     assert "train_amortized_warm.yaml" in planned[1] and "train_amortized_warm.yaml" not in planned[0]  # after dense
     assert "--decode_mode streaming" in planned[4] and "contextual_block" not in planned[4]
     assert not (clone / "egs" / "sweep" / "exp" / "asr_dense").exists()  # nothing trained
+
+
+def test_bench_dry_run_derives_a_schedule_that_ends_with_training(tmp_path):
+    """egs/bench/run.sh: the derived config decays its learning rate to the last of iters x epochs updates."""
+    import yaml
+
+    clone = _clone(tmp_path / "clone")
+    result = subprocess.run(["bash", str(clone / "egs" / "bench" / "run.sh"), "--dry_run", "true",
+                             "--iters_per_epoch", "200", "--max_epoch", "3"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.safe_load((clone / "egs" / "bench" / "conf_generated" / "train_dense_bench.yaml").read_text())
+    base = yaml.safe_load((clone / "conf" / "train_dense.yaml").read_text())
+    assert config["num_iters_per_epoch"] == 200 and config["max_epoch"] == 3
+    assert config["scheduler_conf"]["warmup_steps_list"] == [0, 500, 600]
+    assert config["scheduler_conf"]["warmup_lr_list"] == base["scheduler_conf"]["warmup_lr_list"]
+    assert config["encoder_conf"] == base["encoder_conf"] and config["model_conf"] == base["model_conf"]
+    planned = [line for line in result.stdout.splitlines() if line.startswith("would run:")]
+    assert planned == ["would run: ../../run.sh --synthetic_size bench --train_config conf_generated/train_dense_bench.yaml"]
+    assert not (clone / "egs" / "bench" / "exp").exists()  # nothing trained

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Issue 11 bench: the dense streaming baseline on corpus v2 at size "bench" (6,000 training utterances
+# before speed perturbation, 600 per test set), trained longer than the default run.
+#
+#   egs/bench/run.sh [--iters_per_epoch 500] [--max_epoch 15] [--publish false] [--dry_run false] [any ../../run.sh option]
+#
+# Derives conf_generated/train_dense_bench.yaml from conf/train_dense.yaml with
+# iters_per_epoch x max_epoch updates (the same 500-update warm-up to the same peak, then the linear
+# decay to 1% of it at the last update), runs ../../run.sh stages 0-6 with it on the bench corpus
+# (beam-4 decoding of test_clean and test_other, conf/decode.yaml) and writes exp/RESULTS.md and
+# exp/summary.json. --publish true then copies exp/summary.json to ../sweep/results/summary.json, the
+# committed summary (RESULTS.md cites it); a different file already there is kept as summary.json.bak.
+# --dry_run true writes and checks the config and prints the run.sh command without running it.
+# The default (7,500 updates) takes about 1.7 hours of training on one core of the 2-core development
+# VM with another job beside it (RESULTS.md, "Bench").
+set -euo pipefail
+cd "$(dirname "$0")"
+log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
+repo=../..
+iters_per_epoch=500
+max_epoch=15
+publish=false
+dry_run=false
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --iters_per_epoch) iters_per_epoch=$2; shift 2 ;;
+    --max_epoch) max_epoch=$2; shift 2 ;;
+    --publish) publish=$2; shift 2 ;;
+    --dry_run) dry_run=$2; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+# shellcheck source=SCRIPTDIR/../../path.sh
+. "${repo}/path.sh"
+
+updates=$((iters_per_epoch * max_epoch))
+config=conf_generated/train_dense_bench.yaml
+python "${repo}/local/derive_config.py" --base "${repo}/conf/train_dense.yaml" --out "${config}" \
+  --set "num_iters_per_epoch=${iters_per_epoch}" --set "max_epoch=${max_epoch}" \
+  --set "scheduler_conf.warmup_steps_list=[0, 500, ${updates}]"
+log "dense baseline on the bench corpus: ${updates} updates (${config})"
+command=("${repo}/run.sh" --synthetic_size bench --train_config "${config}" "${args[@]}")
+if [ "${dry_run}" = true ]; then
+  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${config}" -- --input_size 80
+  echo "would run: ${command[*]}"
+  exit 0
+fi
+"${command[@]}"
+if [ "${publish}" = true ]; then
+  target=../sweep/results/summary.json
+  if [ -f "${target}" ] && ! cmp -s exp/summary.json "${target}"; then
+    log "keeping the previous ${target} as ${target}.bak"
+    cp "${target}" "${target}.bak"
+  fi
+  cp exp/summary.json "${target}"
+  log "published exp/summary.json -> ${target}"
+fi
+log "done: exp/RESULTS.md, exp/summary.json"
