@@ -11,8 +11,8 @@
 # exp/summary.json. --publish true then copies exp/summary.json to ../sweep/results/summary.json, the
 # committed summary (RESULTS.md cites it); a different file already there is kept as summary.json.bak.
 # --dry_run true writes and checks the config and prints the run.sh command without running it.
-# The default (7,500 updates) takes about 1.7 hours of training on one core of the 2-core development
-# VM with another job beside it (RESULTS.md, "Bench").
+# The default (7,500 updates) took 105 minutes of training on one core of the 2-core development VM
+# with one or two other jobs beside it (RESULTS.md, "Bench").
 set -euo pipefail
 cd "$(dirname "$0")"
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
