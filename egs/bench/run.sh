@@ -5,8 +5,8 @@
 #   egs/bench/run.sh [--iters_per_epoch 500] [--max_epoch 15] [--publish false] [--dry_run false] [any ../../run.sh option]
 #
 # Derives conf_generated/train_dense_bench.yaml from conf/train_dense.yaml with
-# iters_per_epoch x max_epoch updates (the same 500-update warm-up to the same peak, then the linear
-# decay to 1% of it at the last update), runs ../../run.sh stages 0-6 with it on the bench corpus
+# iters_per_epoch x max_epoch updates (the base's warm-up to the same peak, then its linear decay
+# to 1% of the peak at the new last update), runs ../../run.sh stages 0-6 with it on the bench corpus
 # (beam-4 decoding of test_clean and test_other, conf/decode.yaml) and writes exp/RESULTS.md and
 # exp/summary.json. --publish true then copies exp/summary.json to ../sweep/results/summary.json, the
 # committed summary (RESULTS.md cites it); a different file already there is kept as summary.json.bak.
@@ -35,10 +35,13 @@ done
 . "${repo}/path.sh"
 
 updates=$((iters_per_epoch * max_epoch))
+base=${repo}/conf/train_dense.yaml
 config=conf_generated/train_dense_bench.yaml
-python "${repo}/local/derive_config.py" --base "${repo}/conf/train_dense.yaml" --out "${config}" \
+# The base's schedule [0, warm-up, last update]: keep its warm-up, move its last point to the new end.
+warmup=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["scheduler_conf"]["warmup_steps_list"][1])' "${base}")
+python "${repo}/local/derive_config.py" --base "${base}" --out "${config}" \
   --set "num_iters_per_epoch=${iters_per_epoch}" --set "max_epoch=${max_epoch}" \
-  --set "scheduler_conf.warmup_steps_list=[0, 500, ${updates}]"
+  --set "scheduler_conf.warmup_steps_list=[0, ${warmup}, ${updates}]"
 log "dense baseline on the bench corpus: ${updates} updates (${config})"
 command=("${repo}/run.sh" --synthetic_size bench --train_config "${config}" "${args[@]}")
 if [ "${dry_run}" = true ]; then
