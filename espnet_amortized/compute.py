@@ -7,6 +7,9 @@ Per layer and frame, with d = output_size and d_ff = linear_units:
   key-providing frames inside the query's chunk window. This is what the
   streaming (chunk + cache) and sparse paths run.
 - FFN: 2*d*d_ff per executing frame.
+- Convolution unit (``conv_kernel_size`` K > 0): 3*d^2 + K*d per frame
+  (pointwise GLU in, depthwise, pointwise out); not gated, so always run and
+  part of both the executed and the dense layer MACs.
 - Arbitrator (global conv or local linear gates) and subsampling: always run.
 LayerNorms, softmax, residual adds and gathers are not MACs and not counted.
 """
@@ -30,15 +33,16 @@ class MacReport:
     dense_attention: List[float]
     dense_ffn: List[float]
     frames: int  # valid subsampled frames
+    conv: float = 0.0  # convolution units, all layers (always executed)
     unit_rates: Dict[str, List[float]] = field(default_factory=dict)  # fraction executed per layer
 
     @property
     def layers(self) -> float:
-        return sum(self.attention) + sum(self.ffn)
+        return sum(self.attention) + sum(self.ffn) + self.conv
 
     @property
     def dense_layers(self) -> float:
-        return sum(self.dense_attention) + sum(self.dense_ffn)
+        return sum(self.dense_attention) + sum(self.dense_ffn) + self.conv
 
     @property
     def encoder(self) -> float:
@@ -80,6 +84,12 @@ class MacReport:
 def _visible_keys(provides_key: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
     """(B, T) float count of key-providing frames each query may attend."""
     return provides_key @ allowed.transpose(0, 1).to(provides_key.dtype)
+
+
+def conv_macs_per_frame(encoder) -> int:
+    """MACs of one frame through every layer's convolution unit (0 without them)."""
+    d, kernel = encoder.output_size(), encoder.conv_kernel_size
+    return encoder.num_blocks * (3 * d * d + kernel * d) if kernel else 0
 
 
 def arbitrator_macs_per_frame(encoder) -> int:
@@ -126,6 +136,7 @@ def count_macs(
         dense_attention=[dense_att] * encoder.num_blocks,
         dense_ffn=[dense_ffn] * encoder.num_blocks,
         frames=int(validf.sum()),
+        conv=float(conv_macs_per_frame(encoder) * validf.sum()),
         unit_rates={"attention": att_rate, "ffn": ffn_rate},
     )
 
@@ -165,8 +176,9 @@ def expected_layer_ratio(encoder, probs: torch.Tensor, valid: torch.Tensor, allo
         # sum_i p_i * (p_i + sum_{j != i, allowed} p_j)
         others = torch.einsum("ij,bjl->bil", allowed_f, p_att) - p_att * torch.diagonal(allowed_f).unsqueeze(-1)
         scores = 2 * d * (p_att * (1.0 + others)).sum()
-    expected = q_and_out + key_value + scores + 2 * d * d_ff * p_ffn.sum()
-    return expected / (dense_per_layer * encoder.num_blocks).clamp(min=1.0)
+    conv = conv_macs_per_frame(encoder) * validf.sum()  # always executed
+    expected = q_and_out + key_value + scores + 2 * d * d_ff * p_ffn.sum() + conv
+    return expected / (dense_per_layer * encoder.num_blocks + conv).clamp(min=1.0)
 
 
 def summarize_records(records: List[Dict], audio_seconds: float) -> Dict:

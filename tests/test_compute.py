@@ -22,6 +22,7 @@ FRONT_ENDS = {
     "stack": {"input_layer": "stack"},
     "dw_striding": {"input_layer": "dw_striding"},
     "dw_striding8": {"input_layer": "dw_striding", "subsampling_factor": 8, "subsampling_channels": 16},
+    "dw_striding+conv": {"input_layer": "dw_striding", "conv_kernel_size": 7},
 }
 
 
@@ -38,6 +39,30 @@ def test_counter_agrees_with_torch_flop_counter_on_the_dense_path(front_end, arb
     info = encoder.gate_info
     counted = count_macs(encoder, info.gates, info.valid, info.allowed, [200]).encoder
     assert counted == pytest.approx(measured, rel=0.02)
+
+
+@pytest.mark.parametrize("gate_unit", ["none", "unit"])
+def test_counter_counts_the_convolution_unit_as_torch_does(gate_unit):
+    encoder = small_encoder(gate_unit=gate_unit, conv_kernel_size=5, chunk_size=256, left_chunks=-1).eval()
+    encoder.sparse_inference = False
+    x, lengths = torch.randn(1, 200, 80), torch.tensor([200])
+    with torch.no_grad():
+        frames = encoder(x, lengths)[0].size(1)
+    forced = torch.ones(1, frames, 3, 2)
+    measured = _flop_counter_macs(lambda: encoder(x, lengths, forced_gates=forced))
+    valid = torch.ones(1, frames, dtype=torch.bool)
+    allowed = chunk_attention_mask(frames, 256, -1)
+    report = count_macs(encoder, forced, valid, allowed, [200])
+    assert report.encoder == pytest.approx(measured, rel=0.02)
+    d = encoder.output_size()
+    assert report.conv == 3 * frames * (3 * d * d + 5 * d)
+    # Always executed: the units' share is in the dense layers too, and all-off leaves only it.
+    off = count_macs(encoder, torch.zeros_like(forced), valid, allowed, [200])
+    assert off.layers == off.conv == report.conv
+    assert off.layer_ratio == pytest.approx((report.conv + report.arbitrator) / report.dense_layers)
+    probs = torch.zeros(1, frames, 3, 2)
+    expected = float(expected_layer_ratio(encoder, probs, valid, allowed))
+    assert expected == pytest.approx(report.conv / report.dense_layers)
 
 
 STREAMING_CASES = [(False, "conv2d"), (True, "conv2d")] + [

@@ -56,6 +56,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
         subsampling_channels, subsampling_kernel_size: dw_striding's conv
             channels and kernel size (48 channels: ~12% of a dense 6x144
             encoder's MACs at factor 4; ESPnet's conv2d there: ~70%).
+        conv_kernel_size: kernel of a causal convolution unit after each layer's
+            MHSA (the Conformer's module with LayerNorm; 0: none). Always
+            executed (not gated) and counted by the MAC counter.
         chunk_size: frames per chunk after subsampling (> 0).
         left_chunks: chunks of left context (-1: all of the past).
         dynamic_chunk_training: per training batch, a random chunk size in
@@ -90,6 +93,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         subsampling_factor: Optional[int] = None,
         subsampling_channels: int = 48,
         subsampling_kernel_size: int = 3,
+        conv_kernel_size: int = 0,
         chunk_size: int = 16,
         left_chunks: int = 4,
         dynamic_chunk_training: bool = False,
@@ -119,6 +123,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"chunk_size must be > 0 (frames after subsampling), got {chunk_size}")
         if left_chunks < -1:
             raise ValueError(f"left_chunks must be >= 0, or -1 for the whole past; got {left_chunks}")
+        if conv_kernel_size < 0:
+            raise ValueError(f"conv_kernel_size must be >= 0 (0: no convolution unit), got {conv_kernel_size}")
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         if not 0 < temperature_final <= temperature_initial:
@@ -131,6 +137,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.num_blocks = num_blocks
         self.attention_heads = attention_heads
         self.linear_units = linear_units
+        self.conv_kernel_size = conv_kernel_size
         self.chunk_size = chunk_size
         self.left_chunks = left_chunks
         self.dynamic_chunk_training = dynamic_chunk_training
@@ -159,7 +166,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         local = gates_per_layer if (gate_unit != "none" and arbitrator == "local") else 0
         self.encoders = torch.nn.ModuleList(
             GatedTransformerLayer(
-                output_size, attention_heads, linear_units, dropout_rate, attention_dropout_rate, local
+                output_size, attention_heads, linear_units, dropout_rate, attention_dropout_rate, local,
+                conv_kernel_size,
             )
             for _ in range(num_blocks)
         )
@@ -266,6 +274,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         arbitrator_cache: Optional[torch.Tensor] = None,
         kv_cache: Optional[List[Optional[KeyValues]]] = None,
         forced_gates: Optional[torch.Tensor] = None,
+        conv_cache: Optional[List[Optional[torch.Tensor]]] = None,
     ):
         """Run every layer on x (B, T, D); returns x, probs, gates, new caches.
 
@@ -297,6 +306,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         # always takes the sparse path, which carries the key/value cache.
         sparse = streaming or (self.gated and not self.training and self.sparse_inference)
         new_kv: List[Optional[KeyValues]] = []
+        new_conv: List[Optional[torch.Tensor]] = []
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
                 if layer.local_gate is not None and (unit == ATT or per_layer == 2) and forced_gates is None:
@@ -325,10 +335,13 @@ class AmortizedTransformerEncoder(AbsEncoder):
                     x = layer.attention_dense(x, allowed, valid, gate, key_gate)
                 else:
                     x = layer.ffn_dense(x, gate)
+                if unit == ATT and self.conv_kernel_size:
+                    x, past_conv = layer.conv_dense(x, valid, None if conv_cache is None else conv_cache[index])
+                    new_conv.append(past_conv)
         if gates is None:  # local arbitration
             probs = torch.stack([torch.stack(pair, dim=-1) for pair in local_probs], dim=2)
             gates = torch.stack([torch.stack(pair, dim=-1) for pair in local_gates], dim=2)
-        return x, probs, gates, new_arbitrator_cache, new_kv
+        return x, probs, gates, new_arbitrator_cache, new_kv, new_conv
 
     def _training_chunk_size(self) -> int:
         if self.training and self.dynamic_chunk_training and random.random() < 0.5:
@@ -366,7 +379,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         chunk = self._training_chunk_size()
         allowed = chunk_attention_mask(x.size(1), chunk, self.left_chunks, x.device)
         position = torch.arange(x.size(1), device=x.device)
-        x, probs, gates, _, _ = self._run_layers(x, valid, allowed, position, chunk, forced_gates=forced_gates)
+        x, probs, gates, _, _, _ = self._run_layers(x, valid, allowed, position, chunk, forced_gates=forced_gates)
         if self.training:
             self.num_updates += 1
         self.gate_info = GateInfo(probs, gates, valid, allowed, ilens) if self.gated else None
@@ -388,6 +401,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             "processed": 0,  # subsampled frames through the layers so far
             "arbitrator": None,
             "kv": [None] * self.num_blocks,
+            "conv": [None] * self.num_blocks,  # convolution unit inputs of the last K-1 frames
             "gates": [],  # (B, C, num_blocks, 2) decisions per chunk, for compute accounting
             "input_frames": [],  # feature frames fed to the subsampling per call
         }
@@ -460,10 +474,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
             state["kv"] = [_drop_before(kv, first_visible) for kv in state["kv"]]
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
         allowed = None  # the sparse path evaluates the chunk mask on positions
-        x, _, gates, arbitrator_cache, kv = self._run_layers(
-            x, valid, allowed, position, self.chunk_size, state["arbitrator"], state["kv"], forced
+        x, _, gates, arbitrator_cache, kv, conv = self._run_layers(
+            x, valid, allowed, position, self.chunk_size, state["arbitrator"], state["kv"], forced, state["conv"]
         )
-        state.update(arbitrator=arbitrator_cache, kv=kv)
+        state.update(arbitrator=arbitrator_cache, kv=kv, conv=conv)
         return x, gates
 
     def _process_chunk_single(self, x: torch.Tensor, state: Dict, forced: Optional[torch.Tensor]):
@@ -519,6 +533,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 new_frames = 0 if key is None else key.size(2) - (0 if past is None else past[0].size(2))
                 cache.update(key=key, value=value)
                 cache["sizes"].append(new_frames)
+                if self.conv_kernel_size:
+                    x, state["conv"][index] = layer.conv_dense(x, valid, state["conv"][index])
         return x, gates
 
     def _visible_past(self, cache: Dict) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:

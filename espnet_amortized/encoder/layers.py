@@ -58,6 +58,7 @@ class GatedTransformerLayer(torch.nn.Module):
         dropout_rate: float,
         attention_dropout_rate: float,
         local_gates: int = 0,
+        conv_kernel_size: int = 0,
     ):
         super().__init__()
         if size % attention_heads != 0:
@@ -73,6 +74,15 @@ class GatedTransformerLayer(torch.nn.Module):
         self.norm_ffn = LayerNorm(size)
         self.feed_forward = PositionwiseFeedForward(size, linear_units, dropout_rate)
         self.dropout = torch.nn.Dropout(dropout_rate)
+        # Optional causal convolution unit (as the Conformer's, with LayerNorm for
+        # streaming): LN -> pointwise GLU -> causal depthwise conv -> LN -> swish -> pointwise.
+        self.conv_kernel_size = conv_kernel_size
+        if conv_kernel_size:
+            self.norm_conv = LayerNorm(size)
+            self.conv_in = torch.nn.Linear(size, 2 * size)
+            self.conv_depthwise = torch.nn.Conv1d(size, size, conv_kernel_size, groups=size)
+            self.conv_norm = LayerNorm(size)
+            self.conv_out = torch.nn.Linear(size, size)
         # Per-layer ("local") arbitration: a logit per unit from the unit's own input.
         self.local_gate = torch.nn.Linear(size, local_gates) if local_gates else None
         if self.local_gate is not None:
@@ -124,6 +134,22 @@ class GatedTransformerLayer(torch.nn.Module):
         eye = torch.eye(x.size(1), dtype=torch.bool, device=x.device)
         out = self.dropout(self._attend(normed, key, value, mask | eye))
         return x + (out if gate is None else out * gate.unsqueeze(-1))
+
+    def conv_dense(
+        self, x: torch.Tensor, valid: torch.Tensor, past: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The convolution unit on every frame of x (B, T, D); ``valid`` (B, T) bool.
+
+        ``past`` (B, K-1, D): the depthwise conv's inputs of the frames before x
+        (streaming; None: zeros, the utterance start). Returns x and the next ``past``.
+        """
+        hidden = F.glu(self.conv_in(self.norm_conv(x)), dim=-1) * valid.unsqueeze(-1).to(x.dtype)
+        if past is None:
+            past = hidden.new_zeros(hidden.size(0), self.conv_kernel_size - 1, hidden.size(2))
+        window = torch.cat([past, hidden], dim=1)
+        out = self.conv_depthwise(window.transpose(1, 2)).transpose(1, 2)
+        out = self.conv_out(F.silu(self.conv_norm(out)))
+        return x + self.dropout(out), window[:, window.size(1) - (self.conv_kernel_size - 1) :]
 
     def ffn_dense(self, x: torch.Tensor, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
         out = self.dropout(self.feed_forward(self.norm_ffn(x)))

@@ -123,6 +123,58 @@ def test_chunk_by_chunk_with_cache_equals_full_forward(variant, front_end, batch
     assert torch.allclose(streamed, full, atol=1e-5)
 
 
+CONV_VARIANTS = [DENSE, ("unit", "global", "frame", False), ("unit", "local", "chunk", True), ("layer", "global", "frame", True)]
+
+
+@pytest.mark.parametrize("variant", CONV_VARIANTS, ids=["-".join(map(str, v)) for v in CONV_VARIANTS])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_convolution_unit_streams_exactly(variant, batch):
+    # The causal depthwise kernel (7 > chunk 4) reaches across chunk boundaries: the
+    # cache of its last inputs must make chunk-by-chunk equal to the full forward.
+    gate_unit, arbitrator, decision_unit, kv_from_skipped = variant
+    torch.manual_seed(0)
+    encoder = small_encoder(
+        gate_unit=gate_unit, arbitrator=arbitrator, decision_unit=decision_unit,
+        kv_from_skipped=kv_from_skipped, conv_kernel_size=7, **FRONT_ENDS["dw_striding"],
+    )
+    randomize_arbitration(encoder).eval()
+    streamed, full = _streamed_and_full(encoder, torch.randn(batch, 97, 80))
+    assert streamed.shape == full.shape
+    assert torch.allclose(streamed, full, atol=1e-5)
+
+
+def test_convolution_unit_is_causal_padding_free_and_sparse_equals_dense():
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(conv_kernel_size=7)).eval()
+    x, lengths = _batch()
+    with torch.no_grad():
+        batched, _, _ = encoder(x, lengths)
+        alone, _, _ = encoder(x[2:, :61], lengths[2:])
+        changed = x.clone()
+        changed[:, 60:] = torch.randn_like(changed[:, 60:])
+        future_changed, _, _ = encoder(changed, torch.full((3,), 120))
+        unchanged, _, _ = encoder(x, torch.full((3,), 120))
+        encoder.sparse_inference = False
+        dense, _, _ = encoder(x, lengths)
+    assert torch.allclose(batched[2, : alone.size(1)], alone[0], atol=1e-5)
+    valid = _valid(encoder, lengths, batched.size(1))
+    assert torch.allclose(batched[valid], dense[valid], atol=1e-5)
+    # The first 3 chunks (12 frames, 48 input frames + the front-end's context) cannot see frame 60.
+    assert torch.allclose(future_changed[:, :12], unchanged[:, :12], atol=1e-6)
+    assert not torch.allclose(future_changed[:, 16:], unchanged[:, 16:], atol=1e-3)
+
+
+def test_convolution_unit_gets_gradients():
+    torch.manual_seed(0)
+    encoder = small_encoder(gate_unit="none", conv_kernel_size=5).train()
+    x, lengths = _batch()
+    out, _, _ = encoder(x, lengths)
+    out.sum().backward()
+    for layer in encoder.encoders:
+        for module in (layer.conv_in, layer.conv_depthwise, layer.conv_out):
+            assert module.weight.grad is not None and float(module.weight.grad.abs().sum()) > 0
+
+
 @pytest.mark.parametrize("left_chunks", [-1, 0, 1, 3])
 @pytest.mark.parametrize("kv_from_skipped", [False, True])
 def test_streaming_cache_keeps_exactly_the_visible_left_chunks(left_chunks, kv_from_skipped):
@@ -207,6 +259,7 @@ def test_threshold_moves_compute():
         ("input_layer", "vgg", "input_layer"),
         ("subsampling_factor", 6, "subsampling_factor"),
         ("attention_heads", 5, "attention_heads"),
+        ("conv_kernel_size", -1, "conv_kernel_size"),
     ],
 )
 def test_bad_options_raise_value_errors_that_name_them(option, value, message):

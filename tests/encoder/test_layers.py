@@ -35,3 +35,17 @@ def test_no_executing_frame_is_the_identity():
     out, _ = layer.attention_sparse(x, none, none, chunk_visibility(5, 0), torch.arange(5))
     assert torch.equal(out, x)
     assert torch.equal(layer.ffn_sparse(x, none), x)
+
+
+def test_convolution_unit_in_pieces_with_its_cache_equals_one_call():
+    torch.manual_seed(0)
+    layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0, conv_kernel_size=5).eval()
+    x = torch.randn(2, 11, 32)
+    valid = torch.ones(2, 11, dtype=torch.bool)
+    whole, last = layer.conv_dense(x, valid)
+    pieces, past = [], None
+    for start, stop in ((0, 2), (2, 3), (3, 11)):  # a piece shorter than the kernel's past too
+        out, past = layer.conv_dense(x[:, start:stop], valid[:, start:stop], past)
+        pieces.append(out)
+    assert torch.allclose(torch.cat(pieces, dim=1), whole, atol=1e-6)
+    assert past.shape == (2, 4, 32) and torch.allclose(past, last)
