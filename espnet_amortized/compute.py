@@ -74,6 +74,7 @@ class MacReport:
             "macs_dense_layers": self.dense_layers,
             "macs_subsampling": self.subsampling,
             "macs_arbitrator": self.arbitrator,
+            "macs_conv": self.conv,
             "compute_ratio_layers": self.layer_ratio,
             "compute_ratio_encoder": self.encoder_ratio,
             "frames": self.frames,

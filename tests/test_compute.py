@@ -54,8 +54,10 @@ def test_counter_counts_the_convolution_unit_as_torch_does(gate_unit):
     allowed = chunk_attention_mask(frames, 256, -1)
     report = count_macs(encoder, forced, valid, allowed, [200])
     assert report.encoder == pytest.approx(measured, rel=0.02)
-    d = encoder.output_size()
-    assert report.conv == 3 * frames * (3 * d * d + 5 * d)
+    # One unit alone, exactly: torch's count of its pointwise, depthwise and pointwise products.
+    layer, d = encoder.encoders[0], encoder.output_size()
+    unit_macs = _flop_counter_macs(lambda: layer.conv_dense(torch.randn(1, frames, d), valid))
+    assert report.conv == pytest.approx(3 * unit_macs, rel=1e-9)
     # Always executed: the units' share is in the dense layers too, and all-off leaves only it.
     off = count_macs(encoder, torch.zeros_like(forced), valid, allowed, [200])
     assert off.layers == off.conv == report.conv

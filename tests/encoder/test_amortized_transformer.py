@@ -123,7 +123,10 @@ def test_chunk_by_chunk_with_cache_equals_full_forward(variant, front_end, batch
     assert torch.allclose(streamed, full, atol=1e-5)
 
 
-CONV_VARIANTS = [DENSE, ("unit", "global", "frame", False), ("unit", "local", "chunk", True), ("layer", "global", "frame", True)]
+CONV_VARIANTS = [
+    DENSE, ("unit", "global", "frame", False), ("unit", "local", "chunk", True),
+    ("layer", "global", "frame", True), ("layer", "local", "frame", False),
+]
 
 
 @pytest.mark.parametrize("variant", CONV_VARIANTS, ids=["-".join(map(str, v)) for v in CONV_VARIANTS])
