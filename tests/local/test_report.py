@@ -154,3 +154,22 @@ def test_summary_has_one_row_per_model_with_both_sets_streaming_rtf_and_training
     table = format_summary(summary, ["test_clean", "test_other"])
     assert "| asr_amortized | conf/train_asr_amortized.yaml | - | 0.400 / 0.400 | 0.400 | 2.50 [" in table
     assert table.rstrip().endswith("| 0.0123 | 30 min | CPU, 1 thread |")
+
+
+def test_committed_summary_follows_the_schema_and_the_documents_cite_it():
+    """egs/sweep/results/summary.json is what RESULTS.md and the README report: a figure changed in one and not
+    the others fails here."""
+    import pathlib
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    document = json.loads((repo / "egs" / "sweep" / "results" / "summary.json").read_text())
+    assert {"corpus", "machine", "command", "models"} <= set(document) and document["models"]
+    results, readme = (repo / "RESULTS.md").read_text(), (repo / "README.md").read_text()
+    for model in document["models"]:
+        assert {"name", "role", "config", "front_end", "params_m", "latency_ms", "epochs", "training_minutes",
+                "compute_ratio_layers", "compute_ratio_encoder", "gflops_per_audio_second", "wer"} <= set(model)
+        assert model["role"] in ("dense", "gated", "budget", "toolkit")
+        for test_set, (wer, low, high) in model["wer"].items():
+            assert low <= wer <= high, (model["name"], test_set)
+            assert f"| {wer:.2f} (" in results and f"| {low:.2f}-{high:.2f} |" in results, (model["name"], test_set)
+            assert f"{wer:.1f}%" in readme, (model["name"], test_set)
