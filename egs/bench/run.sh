@@ -11,9 +11,8 @@
 # exp/summary.json. --publish true then copies exp/summary.json to ../sweep/results/summary.json, the
 # committed summary (RESULTS.md cites it); a different file already there is kept as summary.json.bak.
 # --dry_run true writes and checks the config and prints the run.sh command without running it.
-# The default (7,500 updates) took 105 minutes of training on one core of the 2-core development VM
-# with one or two other jobs beside it, before conf/train_dense.yaml got the convolution unit
-# (+9% time per step; RESULTS.md, "Bench").
+# The default (7,500 updates) took 127 minutes of training on one core of the 2-core development VM
+# with one or two other jobs beside it (24.1% test-clean, 42.3% test-other; RESULTS.md, "Bench").
 set -euo pipefail
 cd "$(dirname "$0")"
 log() { echo "$(date '+%Y-%m-%dT%H:%M:%S') (${0##*/}:${BASH_LINENO[0]}) $*" >&2; }
