@@ -15,6 +15,9 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with ``Range: bytes=N-`` support (as the openslr mirrors have)."""
 
     def do_GET(self):  # noqa: N802
+        # Recorded before the reply: the client may finish reading (and the test assert) before this thread
+        # returns from the write.
+        self.server.requests.append(self.headers.get("Range"))
         path = self.translate_path(self.path)
         try:
             data = open(path, "rb").read()
@@ -30,7 +33,6 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         self.wfile.write(data[start:])
-        self.server.requests.append(self.headers.get("Range"))
 
     def log_message(self, *args):
         pass
