@@ -310,3 +310,22 @@ def test_bench_dry_run_derives_a_schedule_that_ends_with_training(tmp_path):
     planned = [line for line in result.stdout.splitlines() if line.startswith("would run:")]
     assert planned == ["would run: ../../run.sh --synthetic_size bench --train_config conf_generated/train_dense_bench.yaml"]
     assert not (clone / "egs" / "bench" / "exp").exists()  # nothing trained
+
+
+def test_bench_variant_derives_its_own_config_and_an_unnamed_change_is_refused(tmp_path):
+    """egs/bench/run.sh --variant NAME --set ...: an ablation of the bench config, trained into its own exp."""
+    import yaml
+
+    clone = _clone(tmp_path / "clone")
+    script = str(clone / "egs" / "bench" / "run.sh")
+    result = subprocess.run(["bash", script, "--dry_run", "true", "--variant", "dropout",
+                             "--set", "encoder_conf.dropout_rate=0.1"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    generated = clone / "egs" / "bench" / "conf_generated"
+    config = yaml.safe_load((generated / "train_dense_bench_dropout.yaml").read_text())
+    assert config["encoder_conf"]["dropout_rate"] == 0.1 and config["scheduler_conf"]["warmup_steps_list"][-1] == 7500
+    assert not (generated / "train_dense_bench.yaml").exists()
+    assert "--train_config conf_generated/train_dense_bench_dropout.yaml" in result.stdout
+    refused = subprocess.run(["bash", script, "--dry_run", "true", "--set", "encoder_conf.dropout_rate=0.1"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "name the ablation with --variant" in refused.stderr

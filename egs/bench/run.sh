@@ -2,11 +2,14 @@
 # Issue 11 bench: the dense streaming baseline on corpus v2 at size "bench" (6,000 training utterances
 # before speed perturbation, 600 per test set), trained longer than the default run.
 #
-#   egs/bench/run.sh [--iters_per_epoch 500] [--max_epoch 15] [--publish false] [--dry_run false] [any ../../run.sh option]
+#   egs/bench/run.sh [--iters_per_epoch 500] [--max_epoch 15] [--variant NAME --set KEY=VALUE ... [--allow_new KEY ...]]
+#                    [--publish false] [--dry_run false] [any ../../run.sh option]
 #
 # Derives conf_generated/train_dense_bench.yaml from conf/train_dense.yaml with
 # iters_per_epoch x max_epoch updates (the base's warm-up to the same peak, then its linear decay
-# to 1% of the peak at the new last update), runs ../../run.sh stages 0-6 with it on the bench corpus
+# to 1% of the peak at the new last update); an ablation names itself with --variant and changes
+# the base with --set (local/derive_config.py's overrides, e.g. --set encoder_conf.dropout_rate=0.1),
+# written as conf_generated/train_dense_bench_NAME.yaml and trained into exp/asr_dense_bench_NAME. It runs ../../run.sh stages 0-6 with it on the bench corpus
 # (beam-4 decoding of test_clean and test_other, conf/decode.yaml) and writes exp/RESULTS.md and
 # exp/summary.json. --publish true then copies exp/summary.json to ../sweep/results/summary.json, the
 # committed summary (RESULTS.md cites it); a different file already there is kept as summary.json.bak.
@@ -21,6 +24,8 @@ iters_per_epoch=500
 max_epoch=15
 publish=false
 dry_run=false
+variant=""
+overrides=()
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,6 +33,9 @@ while [ $# -gt 0 ]; do
     --max_epoch) max_epoch=$2; shift 2 ;;
     --publish) publish=$2; shift 2 ;;
     --dry_run) dry_run=$2; shift 2 ;;
+    --variant) variant=$2; shift 2 ;;
+    --set) overrides+=(--set "$2"); shift 2 ;;
+    --allow_new) overrides+=(--allow_new "$2"); shift 2 ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -36,12 +44,15 @@ done
 
 updates=$((iters_per_epoch * max_epoch))
 base=${repo}/conf/train_dense.yaml
-config=conf_generated/train_dense_bench.yaml
+config=conf_generated/train_dense_bench${variant:+_${variant}}.yaml
+if [ -z "${variant}" ] && [ "${#overrides[@]}" -gt 0 ]; then
+  echo "$0: --set/--allow_new change the bench config: name the ablation with --variant" >&2; exit 1
+fi
 # The base's schedule [0, warm-up, last update]: keep its warm-up, move its last point to the new end.
 warmup=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["scheduler_conf"]["warmup_steps_list"][1])' "${base}")
 python "${repo}/local/derive_config.py" --base "${base}" --out "${config}" \
   --set "num_iters_per_epoch=${iters_per_epoch}" --set "max_epoch=${max_epoch}" \
-  --set "scheduler_conf.warmup_steps_list=[0, ${warmup}, ${updates}]"
+  --set "scheduler_conf.warmup_steps_list=[0, ${warmup}, ${updates}]" ${overrides[@]+"${overrides[@]}"}
 log "dense baseline on the bench corpus: ${updates} updates (${config})"
 command=("${repo}/run.sh" --synthetic_size bench --train_config "${config}" "${args[@]}")
 if [ "${dry_run}" = true ]; then

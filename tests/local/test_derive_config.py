@@ -24,3 +24,15 @@ def test_typos_are_errors():
         derive({}, ["encoder_conf.gate_unit=layer"])
     with pytest.raises(ValueError, match="key=value"):
         derive({}, ["seed"])
+
+
+def test_allow_new_repeats_and_accumulates(tmp_path):
+    """Each --allow_new adds its keys (egs/bench/run.sh passes one per key), and a new section may be set whole."""
+    base = tmp_path / "base.yaml"
+    base.write_text("specaug: null\nseed: 0\n")
+    out = tmp_path / "train_x.yaml"
+    main(["--base", str(base), "--out", str(out), "--set", "specaug=specaug",
+          "--set", "specaug_conf={num_freq_mask: 2, freq_mask_width_range: [0, 15]}", "--set", "init_param=[a]",
+          "--allow_new", "specaug_conf", "--allow_new", "init_param"])
+    assert yaml.safe_load(out.read_text()) == {"specaug": "specaug", "seed": 0, "init_param": ["a"],
+                                               "specaug_conf": {"num_freq_mask": 2, "freq_mask_width_range": [0, 15]}}
