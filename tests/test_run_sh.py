@@ -329,3 +329,6 @@ def test_bench_variant_derives_its_own_config_and_an_unnamed_change_is_refused(t
     refused = subprocess.run(["bash", script, "--dry_run", "true", "--set", "encoder_conf.dropout_rate=0.1"],
                              capture_output=True, text=True)
     assert refused.returncode != 0 and "name the ablation with --variant" in refused.stderr
+    unpublishable = subprocess.run(["bash", script, "--dry_run", "true", "--variant", "dropout", "--publish", "true",
+                                    "--set", "encoder_conf.dropout_rate=0.1"], capture_output=True, text=True)
+    assert unpublishable.returncode != 0 and "an ablation is not the bench summary" in unpublishable.stderr

@@ -9,7 +9,9 @@
 # iters_per_epoch x max_epoch updates (the base's warm-up to the same peak, then its linear decay
 # to 1% of the peak at the new last update); an ablation names itself with --variant and changes
 # the base with --set (local/derive_config.py's overrides, e.g. --set encoder_conf.dropout_rate=0.1),
-# written as conf_generated/train_dense_bench_NAME.yaml and trained into exp/asr_dense_bench_NAME. It runs ../../run.sh stages 0-6 with it on the bench corpus
+# written as conf_generated/train_dense_bench_NAME.yaml and trained into exp/asr_dense_bench_NAME
+# (two side by side: the corpus first with --stop_stage 3, then each with --stage 4, the second once
+# exp/asr_stats_*/.done exists, since they share it). It runs ../../run.sh stages 0-6 with it on the bench corpus
 # (beam-4 decoding of test_clean and test_other, conf/decode.yaml) and writes exp/RESULTS.md and
 # exp/summary.json. --publish true then copies exp/summary.json to ../sweep/results/summary.json, the
 # committed summary (RESULTS.md cites it); a different file already there is kept as summary.json.bak.
@@ -47,6 +49,9 @@ base=${repo}/conf/train_dense.yaml
 config=conf_generated/train_dense_bench${variant:+_${variant}}.yaml
 if [ -z "${variant}" ] && [ "${#overrides[@]}" -gt 0 ]; then
   echo "$0: --set/--allow_new change the bench config: name the ablation with --variant" >&2; exit 1
+fi
+if [ -n "${variant}" ] && [ "${publish}" = true ]; then
+  echo "$0: --publish true with --variant ${variant}: an ablation is not the bench summary" >&2; exit 1
 fi
 # The base's schedule [0, warm-up, last update]: keep its warm-up, move its last point to the new end.
 warmup=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["scheduler_conf"]["warmup_steps_list"][1])' "${base}")
