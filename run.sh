@@ -96,7 +96,7 @@ if run_stage 4; then
   # Seconds now rather than a failed stage 4 after the corpus, features and statistics.
   log "checking the training configs: ${configs[*]}"
   # shellcheck disable=SC2086  # train_args: ESPnet options, split into words as in stage 4
-  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${configs[@]}" -- --input_size 80 ${train_args}
+  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${configs[@]}" -- ${train_args}
 fi
 model_tag() { local name; name=$(basename "$1"); name=${name%.yaml}; echo "${name#train_}"; }
 
@@ -195,20 +195,23 @@ if run_stage 3 && ! done_for_corpus "${token_dir}/.done"; then
 fi
 
 if run_stage 4; then
-  stats_dir="${expdir}/asr_stats_bpe${nbpe}"
-  [ "${train_sp_set}" != "${train_set}" ] && stats_dir="${stats_dir}_sp"  # as ESPnet's asr.sh
+  sp_suffix=""; [ "${train_sp_set}" != "${train_set}" ] && sp_suffix=_sp  # as ESPnet's asr.sh
+  # Each config's ESPnet task (asr, or asr_transducer for ESPnet's own streaming transducer) picks its entry
+  # module and inputs: the fbank dump with our CMVN, or the audio with that task's front-end and statistics.
   data_args=(--train_dir "${dumpdir}/fbank/${train_sp_set}" --valid_dir "${dumpdir}/fbank/${valid_set}"
-    --token_list "${token_dir}/tokens.txt" --token_type bpe --bpemodel "${token_dir}/bpe.model" --stats_dir "${stats_dir}")
-  # The fbank features need no frontend; ESPnet normalises them with our global CMVN.
-  feature_args=(--input_size 80 --normalize global_mvn --normalize_conf "stats_file=${dumpdir}/fbank/${train_sp_set}/cmvn.npz")
-  if [ ! -f "${stats_dir}/.done" ]; then
+    --train_audio_dir "${datadir}/${train_sp_set}" --valid_audio_dir "${datadir}/${valid_set}"
+    --fbank_cmvn "${dumpdir}/fbank/${train_sp_set}/cmvn.npz"
+    --token_list "${token_dir}/tokens.txt" --token_type bpe --bpemodel "${token_dir}/bpe.model")
+  stats_dir_of() { echo "${expdir}/$(python "${repo}/local/config_task.py" "$1")_stats_bpe${nbpe}${sp_suffix}"; }
+  for config in "${configs[@]}"; do
+    stats_dir=$(stats_dir_of "${config}")
+    [ -f "${stats_dir}/.done" ] && continue
     log "stage 4: ESPnet collect_stats -> ${stats_dir}"
-    first_config=${configs[0]}
     ${train_cmd} --num_threads 2 "${stats_dir}/launch.log" \
-      python -m espnet_amortized.recipe.espnet_jobs collect_stats --config "${first_config}" "${data_args[@]}" -- \
-        "${feature_args[@]}"
+      python -m espnet_amortized.recipe.espnet_jobs collect_stats --config "${config}" "${data_args[@]}" \
+        --stats_dir "${stats_dir}"
     touch "${stats_dir}/.done"
-  fi
+  done
   pids=(); failed=0
   for config in "${configs[@]}"; do
     tag=$(model_tag "${config}")
@@ -220,7 +223,7 @@ if run_stage 4; then
     # shellcheck disable=SC2086
     ${train_cmd} --num_threads 1 --gpu "${ngpu}" "${exp}/launch.log" \
       python -m espnet_amortized.recipe.espnet_jobs train --config "${config}" "${data_args[@]}" \
-        --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 -- "${feature_args[@]}" ${train_args} \
+        --stats_dir "$(stats_dir_of "${config}")" --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 -- ${train_args} \
       && touch "${exp}/.done" &
     pids+=($!)
     if [ "${train_jobs}" -gt 0 ] && [ "${#pids[@]}" -ge "${train_jobs}" ]; then
@@ -235,6 +238,7 @@ if run_stage 5; then
   pids=()
   for config in "${configs[@]}"; do
     exp="${expdir}/asr_$(model_tag "${config}")"
+    task=$(python "${repo}/local/config_task.py" "${config}")
     for set in ${test_sets}; do
       for threshold in ${gate_thresholds:-default}; do
         out="${exp}/decode_${set}"; threshold_args=()
@@ -242,7 +246,11 @@ if run_stage 5; then
         if [ "${threshold}" != default ]; then out="${out}_th${threshold}"; threshold_args=(--gate_threshold "${threshold}"); fi
         [ -f "${out}/.done" ] && continue
         log "stage 5: decoding ${set} with ${exp} (gate threshold: ${threshold})"
-        if [ "${decode_mode}" = streaming ]; then
+        if [ "${task}" = asr_transducer ]; then  # ESPnet's own streaming transducer: its Speech2Text on audio
+          streaming=false; [ "${decode_mode}" = streaming ] && streaming=true
+          decoder=(espnet_amortized.bin.asr_transducer_decode --data "${datadir}/${set}" --config "${decode_config}"
+            --streaming "${streaming}")
+        elif [ "${decode_mode}" = streaming ]; then
           decoder=(espnet_amortized.bin.asr_inference_streaming --data "${datadir}/${set}" --config "${decode_config}")
         else
           decoder=(espnet_amortized.bin.asr_decode --data "${dumpdir}/fbank/${set}" --config "${decode_config}")

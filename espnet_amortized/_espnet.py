@@ -71,3 +71,25 @@ def text_converters(token_type: str, bpemodel, token_list):
     from espnet2.text.token_id_converter import TokenIDConverter
 
     return build_tokenizer(token_type=token_type, bpemodel=bpemodel), TokenIDConverter(token_list=token_list)
+
+
+# ESPnet's asr_transducer task: its own streaming transducer (a block-list encoder with dynamic chunk
+# training), the toolkit baseline; our encoder plugs into the asr task, not this one.
+def asr_transducer_task_class():
+    from espnet2.tasks.asr_transducer import ASRTransducerTask
+
+    return ASRTransducerTask
+
+
+def asr_transducer_train_main(cmd=None):
+    """ESPnet's ``espnet2.bin.asr_transducer_train.main``."""
+    from espnet2.bin.asr_transducer_train import main
+
+    return main(cmd)
+
+
+def asr_transducer_speech2text_class():
+    """``espnet2.bin.asr_transducer_inference.Speech2Text`` (offline and ``streaming_decode``)."""
+    from espnet2.bin.asr_transducer_inference import Speech2Text
+
+    return Speech2Text

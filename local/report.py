@@ -154,7 +154,8 @@ def describe_model(exp: pathlib.Path):
 
     Latency: a chunk's first frame waits for the whole chunk, plus the input
     frames the front-end needs beyond its stride (ours: chunk_size frames after
-    subsampling; ESPnet's contextual block encoders: hop_size + look_ahead).
+    subsampling; ESPnet's contextual block encoders: hop_size + look_ahead; ESPnet's asr_transducer
+    models: the decoding window of their streaming decode, when they have one).
     """
     import yaml
 
@@ -164,6 +165,16 @@ def describe_model(exp: pathlib.Path):
     encoder_conf = conf.get("encoder_conf") or {}
     description = {"role": None, "front_end": encoder_conf.get("input_layer"), "latency_ms": None,
                    "epochs": _epochs_trained(exp, conf)}
+    if "body_conf" in encoder_conf:  # ESPnet's asr_transducer task (no `encoder:` key): a toolkit baseline
+        input_conf = encoder_conf.get("input_conf") or {}
+        description["role"] = "toolkit"
+        description["front_end"] = (f"{'vgg' if input_conf.get('vgg_like') else 'conv2d'} "
+                                    f"x{input_conf.get('subsampling_factor', 4)}")
+        # Its latency is set when it streams (the decoding window): decode_streaming_*/summary.json says it.
+        streamed = sorted(exp.glob("decode_streaming_*/summary.json"))
+        if streamed:
+            description["latency_ms"] = json.loads(streamed[0].read_text()).get("algorithmic_latency_ms")
+        return description
     if encoder is None:
         return description
     if encoder in OUR_ENCODERS:

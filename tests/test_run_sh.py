@@ -1,5 +1,6 @@
 """The whole recipe, end to end, on the tiny synthetic corpus (one short epoch per model)."""
 
+import json
 import pathlib
 import subprocess
 
@@ -332,3 +333,37 @@ def test_bench_variant_derives_its_own_config_and_an_unnamed_change_is_refused(t
     unpublishable = subprocess.run(["bash", script, "--dry_run", "true", "--variant", "dropout", "--publish", "true",
                                     "--set", "encoder_conf.dropout_rate=0.1"], capture_output=True, text=True)
     assert unpublishable.returncode != 0 and "an ablation is not the bench summary" in unpublishable.stderr
+
+
+# -- ESPnet's own streaming transducer (the asr_transducer task) through the same stages --------
+TOOLKIT_TRANSDUCER = REPO / "conf" / "tuning" / "train_espnet_transducer_conformer.yaml"
+
+
+@pytest.fixture(scope="module")
+def transducer_recipe(recipe):
+    """The toolkit transducer on the tiny recipe's data: trained and streamed, then decoded offline and scored."""
+    work, _ = recipe
+    common = ("--expdir", "exp_toolkit", "--train_config", str(TOOLKIT_TRANSDUCER))
+    streaming_log = _run(work, "--stage", "4", "--stop_stage", "5", "--decode_mode", "streaming", *common)
+    offline_log = _run(work, "--stage", "5", "--stop_stage", "6", *common)
+    return work / "exp_toolkit", streaming_log, offline_log
+
+
+def test_espnet_asr_transducer_trains_streams_and_decodes_through_the_recipe(transducer_recipe):
+    exp, streaming_log, offline_log = transducer_recipe
+    assert "collect_stats -> exp_toolkit/asr_transducer_stats_bpe48_sp" in streaming_log
+    assert (exp / "asr_transducer_stats_bpe48_sp" / "train" / "feats_stats.npz").is_file()  # its own front-end's
+    model = exp / "asr_espnet_transducer_conformer"
+    train_log = (model / "train.log").read_text()
+    assert "espnet_amortized.bin.asr_transducer_train" in train_log.splitlines()[0] and "1epoch results" in train_log
+    for test_set in ("test_clean", "test_other"):
+        for decode in (f"decode_streaming_{test_set}", f"decode_{test_set}"):
+            assert (model / decode / "1best_recog" / "text").read_text().count("\n") == 8
+    streamed = json.loads((model / "decode_streaming_test_clean" / "summary.json").read_text())
+    offline = json.loads((model / "decode_test_clean" / "summary.json").read_text())
+    assert streamed["streaming"] is True and offline["streaming"] is False
+    assert streamed["algorithmic_latency_ms"] == pytest.approx(640 + 352 / 16)  # window + STFT overhang
+    assert streamed["gflops_per_second"] > 0 and streamed["encoder"] == "Encoder"
+    (row,) = json.loads((exp / "summary.json").read_text())["models"]
+    assert row["role"] == "toolkit" and row["front_end"] == "conv2d x4"
+    assert row["latency_ms"] == pytest.approx(streamed["algorithmic_latency_ms"]) and row["params_m"] > 0

@@ -61,7 +61,7 @@ python "${repo}/local/derive_config.py" --base "${base}" --out "${config}" \
 log "dense baseline on the bench corpus: ${updates} updates (${config})"
 command=("${repo}/run.sh" --synthetic_size bench --train_config "${config}" "${args[@]}")
 if [ "${dry_run}" = true ]; then
-  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${config}" -- --input_size 80
+  python -m espnet_amortized.recipe.espnet_jobs check_config --config "${config}"
   echo "would run: ${command[*]}"
   exit 0
 fi

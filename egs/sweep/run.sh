@@ -74,7 +74,7 @@ run() {
 }
 if [ "${dry_run}" = true ]; then
   # shellcheck disable=SC2086  # lists of config files
-  python -m espnet_amortized.recipe.espnet_jobs check_config --config ${baselines} ${gated} ${warm} -- --input_size 80
+  python -m espnet_amortized.recipe.espnet_jobs check_config --config ${baselines} ${gated} ${warm}
 fi
 
 # The baselines first: the warm-started models need the dense one. Then the gated models (with

@@ -14,9 +14,40 @@ import sys
 import time
 from typing import Iterable, Optional, Sequence
 
+from espnet_amortized.recipe.tasks import task_of
+
 log = logging.getLogger(__name__)
 
 SPEECH_TYPES = {"wav.scp": "sound", "feats.scp": "kaldi_ark"}
+# Each ESPnet task's training entry module (ours: ESPnet's main after register()).
+TRAIN_MODULES = {"asr": "espnet_amortized.bin.asr_train", "asr_transducer": "espnet_amortized.bin.asr_transducer_train"}
+FBANK_DIM = 80  # local/features.py's Kaldi fbank
+
+
+def recipe_inputs(task: str, fbank_dirs: Sequence[pathlib.Path], audio_dirs: Sequence[Optional[pathlib.Path]],
+                  fbank_cmvn: Optional[pathlib.Path], stats_dir: pathlib.Path, collect: bool):
+    """(data dirs, ESPnet feature options) for the recipe's data and one task.
+
+    The asr task reads the recipe's fbank dump (``--input_size 80``, global
+    CMVN from ``fbank_cmvn``). ESPnet's asr_transducer task streams from audio
+    through its own front-end (its streaming decoder cuts samples, not
+    frames), so it reads the audio data dirs and normalises with the
+    statistics its own collect_stats pass wrote to ``stats_dir``.
+    """
+    if task == "asr":
+        options = []
+        if fbank_cmvn is not None:
+            options = ["--input_size", FBANK_DIM, "--normalize", "global_mvn", "--normalize_conf", f"stats_file={fbank_cmvn}"]
+        return list(fbank_dirs), options
+    if any(directory is None for directory in audio_dirs):
+        raise ValueError(f"{task} trains on audio: give --train_audio_dir and --valid_audio_dir (data dirs with wav.scp)")
+    for directory in audio_dirs:
+        if not (directory / "wav.scp").is_file():
+            raise ValueError(f"{directory}: no wav.scp ({task} trains on audio)")
+    if collect:  # the statistics are what this pass computes
+        return list(audio_dirs), []
+    stats = stats_dir / "train" / "feats_stats.npz"
+    return list(audio_dirs), ["--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}"]
 
 
 def _key_file(data_dir: pathlib.Path) -> pathlib.Path:
@@ -80,7 +111,7 @@ def collect_stats(
     args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
     # The shape files of a collect_stats pass are just the key lists.
     args += ["--train_shape_file", _key_file(train_dir), "--valid_shape_file", _key_file(valid_dir)]
-    run_logged("espnet_amortized.bin.asr_train", args + list(extra), output_dir / "collect_stats.log")
+    run_logged(TRAIN_MODULES[task_of(config)], args + list(extra), output_dir / "collect_stats.log")
     vocabulary = sum(1 for line in open(token_list) if line.strip())
     for split in ("train", "valid"):
         # As asr.sh does: text shapes get the vocabulary size as a second dimension.
@@ -91,7 +122,10 @@ def collect_stats(
 
 
 def check_config(config: pathlib.Path, espnet_args: Sequence[str] = ()) -> None:
-    """Parse a training config with ESPnet's ASR parser and build its model (a dummy token list, no data).
+    """Parse a training config with its task's ESPnet parser and build its model (a dummy token list, no data).
+
+    The asr task's configs are built for the recipe's fbank input (``--input_size 80``
+    unless ``espnet_args`` say otherwise); asr_transducer configs with their own front-end.
 
     Bad options (an unknown encoder option, ``chunk_size <= 0``, ``compute_target``
     outside (0, 1], ...) fail here, in seconds, before a recipe spends time on
@@ -100,7 +134,7 @@ def check_config(config: pathlib.Path, espnet_args: Sequence[str] = ()) -> None:
     import yaml
 
     from espnet_amortized import register
-    from espnet_amortized._espnet import asr_task_class
+    from espnet_amortized._espnet import asr_task_class, asr_transducer_task_class
 
     register()
     if not config.is_file():
@@ -109,9 +143,15 @@ def check_config(config: pathlib.Path, espnet_args: Sequence[str] = ()) -> None:
         yaml.safe_load(config.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ValueError(f"{config}: not valid YAML ({error})") from error
-    task = asr_task_class()
+    espnet_args = [str(arg) for arg in espnet_args]
+    if task_of(config) == "asr_transducer":
+        task = asr_transducer_task_class()  # its own front-end on audio
+    else:
+        task = asr_task_class()
+        if "--input_size" not in espnet_args:  # the recipe's fbank features
+            espnet_args = ["--input_size", str(FBANK_DIM), *espnet_args]
     try:
-        args = task.get_parser().parse_args(["--config", str(config), "--output_dir", "unused", *map(str, espnet_args)])
+        args = task.get_parser().parse_args(["--config", str(config), "--output_dir", "unused", *espnet_args])
     except SystemExit as error:  # argparse has printed what is wrong
         raise ValueError(f"{config}: ESPnet rejected an option (see the message above)") from error
     check_schedule(args)
@@ -175,14 +215,14 @@ def train(
     extra: Iterable[str] = (),
     threads: Optional[int] = None,
 ) -> pathlib.Path:
-    """ESPnet training (resumes from ``exp_dir/checkpoint.pth`` when it exists)."""
+    """ESPnet training (resumes from ``exp_dir/checkpoint.pth`` when it exists), by the config's task."""
     _check_checkpoint(exp_dir)
     args = ["--config", config, "--output_dir", exp_dir, "--ngpu", ngpu, "--resume", "true"]
     args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
     for split in ("train", "valid"):
         args += [f"--{split}_shape_file", stats_dir / split / "speech_shape"]
         args += [f"--{split}_shape_file", stats_dir / split / f"text_shape.{token_type}"]
-    run_logged("espnet_amortized.bin.asr_train", args + list(extra), exp_dir / "train.log", threads)
+    run_logged(TRAIN_MODULES[task_of(config)], args + list(extra), exp_dir / "train.log", threads)
     return exp_dir
 
 
@@ -229,6 +269,11 @@ def get_parser():
         command.add_argument("--token_type", default="bpe")
         command.add_argument("--bpemodel", type=pathlib.Path)
         command.add_argument("--stats_dir", type=pathlib.Path, required=True)
+        command.add_argument("--train_audio_dir", type=pathlib.Path,
+                             help="data dir with wav.scp for configs of ESPnet's asr_transducer task (its own front-end)")
+        command.add_argument("--valid_audio_dir", type=pathlib.Path)
+        command.add_argument("--fbank_cmvn", type=pathlib.Path,
+                             help="the fbank dump's cmvn.npz: the asr task then reads 80-dim features, globally normalised")
         command.add_argument("espnet_args", nargs="*", help="extra ESPnet options (after --)")
         if name == "train":
             command.add_argument("--exp_dir", type=pathlib.Path, required=True)
@@ -248,15 +293,23 @@ def main(argv=None) -> None:
             raise SystemExit(f"bad training config: {error}")
         return
     common = dict(token_type=args.token_type, bpemodel=args.bpemodel)
+    try:
+        (train_dir, valid_dir), options = recipe_inputs(
+            task_of(args.config), (args.train_dir, args.valid_dir), (args.train_audio_dir, args.valid_audio_dir),
+            args.fbank_cmvn, args.stats_dir, collect=args.command == "collect_stats",
+        )
+    except ValueError as error:
+        raise SystemExit(f"{args.config}: {error}")
+    extra = [*options, *args.espnet_args]
     if args.command == "collect_stats":
         collect_stats(
-            args.config, args.train_dir, args.valid_dir, args.token_list, args.stats_dir,
-            extra=list(args.espnet_args) + ["--num_workers", "0"], **common,
+            args.config, train_dir, valid_dir, args.token_list, args.stats_dir,
+            extra=extra + ["--num_workers", "0"], **common,
         )
     else:
         train(
-            args.config, args.train_dir, args.valid_dir, args.token_list, args.stats_dir, args.exp_dir,
-            ngpu=args.ngpu, extra=args.espnet_args, threads=args.threads, **common,
+            args.config, train_dir, valid_dir, args.token_list, args.stats_dir, args.exp_dir,
+            ngpu=args.ngpu, extra=extra, threads=args.threads, **common,
         )
 
 

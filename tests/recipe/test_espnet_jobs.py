@@ -225,3 +225,44 @@ def test_a_schedule_that_does_not_end_with_training_is_refused(tmp_path):
     check_config(config)  # the recipe's own config ends its schedule on its last update
     with pytest.raises(ValueError, match=r"warmup_steps_list ends at update \d+, but max_epoch 3 x"):
         check_config(config, ["--max_epoch", "3"])
+
+
+# -- ESPnet's asr_transducer task: the toolkit's own streaming transducer ------------------------
+TRANSDUCER = REPO / "conf" / "tuning" / "train_espnet_transducer_conformer.yaml"
+
+
+def test_the_asr_transducer_config_builds_with_its_own_front_end():
+    from espnet_amortized.recipe.espnet_jobs import check_config
+
+    check_config(TRANSDUCER)
+
+
+def test_recipe_inputs_give_the_asr_task_the_fbank_dump_and_the_transducer_task_the_audio(tmp_path):
+    from espnet_amortized.recipe.espnet_jobs import recipe_inputs
+
+    fbank, audio = (tmp_path / "dump" / "train", tmp_path / "dump" / "valid"), (tmp_path / "train", tmp_path / "valid")
+    for directory in audio:
+        directory.mkdir()
+        (directory / "wav.scp").write_text("a /x.flac\n")
+    cmvn, stats = tmp_path / "cmvn.npz", tmp_path / "stats"
+    dirs, options = recipe_inputs("asr", fbank, audio, cmvn, stats, collect=True)
+    assert dirs == list(fbank) and options == ["--input_size", 80, "--normalize", "global_mvn", "--normalize_conf",
+                                               f"stats_file={cmvn}"]
+    dirs, options = recipe_inputs("asr_transducer", fbank, audio, cmvn, stats, collect=True)
+    assert dirs == list(audio) and options == []  # the pass that computes its statistics
+    dirs, options = recipe_inputs("asr_transducer", fbank, audio, cmvn, stats, collect=False)
+    assert options[-1] == f"stats_file={stats / 'train' / 'feats_stats.npz'}"
+    with pytest.raises(ValueError, match="trains on audio: give --train_audio_dir"):
+        recipe_inputs("asr_transducer", fbank, (None, None), cmvn, stats, collect=False)
+    (audio[1] / "wav.scp").unlink()
+    with pytest.raises(ValueError, match=r"valid: no wav.scp \(asr_transducer trains on audio\)"):
+        recipe_inputs("asr_transducer", fbank, audio, cmvn, stats, collect=False)
+
+
+def test_configs_train_through_their_task_entry_module(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(espnet_jobs, "run_logged", lambda module, args, log, threads=None: calls.append(module))
+    (tmp_path / "wav.scp").write_text("a /x.flac\n")
+    for config in (REPO / "conf" / "train_dense.yaml", TRANSDUCER):
+        espnet_jobs.train(config, tmp_path, tmp_path, tmp_path / "tokens.txt", tmp_path, tmp_path / "exp")
+    assert calls == ["espnet_amortized.bin.asr_train", "espnet_amortized.bin.asr_transducer_train"]
