@@ -33,11 +33,26 @@ def _pyplot():
     return plt
 
 
+def point_labels(row: Dict, test_set: str):
+    """(annotation, legend entry or None) of one decoding in the Pareto plot: a model's own decoding is named
+    with its algorithmic latency in the legend; its other decodings by their threshold, or as full context."""
+    name = row["model"].removeprefix("asr_")
+    if row.get("own", row["decode"].endswith(test_set)):
+        latency = row.get("latency_ms")
+        return name, f"{name} ({'latency unknown' if latency is None else f'{latency:.0f} ms'})"
+    if "_th" not in row["decode"]:  # an asr_transducer model's offline decode: its encoder saw the whole utterance
+        return "full context", None
+    threshold = row.get("gate_threshold")  # a dense model decoded at a threshold has none of its own: its folder's
+    return "@" + (f"{threshold:g}" if threshold is not None else row["decode"].rsplit("_th", 1)[-1]), None
+
+
 def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
     """Left: WER against the compute ratio (each model against its own dense encoder); right: against GFLOPs per
     second of audio, which places encoders of different cost (e.g. ESPnet's contextual block encoder) where they
     are. One colour per model; its decode-time thresholds are joined by a line, its own threshold is the labelled
-    point. Dashed guides: the first baseline's WER + 3% relative and 60% less compute (the published claim)."""
+    point, and the legend gives each model's algorithmic latency (row ``latency_ms``: the figures compare at matched
+    latency; an asr_transducer model's full-context offline decode is the point labelled so). Dashed guides: the
+    first baseline's WER + 3% relative and 60% less compute (the published claim)."""
     plt = _pyplot()
     written = []
     for test_set in sorted({r["test_set"] for r in rows}):
@@ -52,18 +67,16 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                 baseline = row.get("gate_threshold") is None or abs(row["compute_ratio_layers"] - 1.0) < 1e-9
                 if baseline and first_baseline is None:
                     first_baseline = row
-                own = row["decode"].endswith(test_set)
+                own = row.get("own", row["decode"].endswith(test_set))
                 low, high = row.get("wer_low", row["wer"]), row.get("wer_high", row["wer"])
-                label = model.removeprefix("asr_")
-                if not own:  # a dense model decoded at a threshold has none of its own: name it by its folder
-                    threshold = row.get("gate_threshold")
-                    label = "@" + (f"{threshold:g}" if threshold is not None else row["decode"].rsplit("_th", 1)[-1])
+                label, legend = point_labels(row, test_set)
                 for axis, x in ((axes[0], row["compute_ratio_layers"]), (axes[1], row.get("gflops_per_second"))):
                     if x is None:
                         continue
                     drawn = axis.errorbar(x, row["wer"], yerr=[[row["wer"] - low], [high - row["wer"]]],
                                           fmt="*" if baseline else ("o" if own else "."), markersize=12 if baseline else 6,
-                                          capsize=3, color=color, alpha=1.0 if own else 0.6)
+                                          capsize=3, color=color, alpha=1.0 if own else 0.6,
+                                          label=legend if axis is axes[1] else None)
                     color = drawn[0].get_color()
                     axis.annotate(label, (x, row["wer"]), textcoords="offset points", xytext=(5, 4),
                                   fontsize=7 if own else 5, color=color)
@@ -85,6 +98,7 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
         for axis in axes:
             axis.set_ylabel("WER % (95% bootstrap interval)")
             axis.grid(alpha=0.3)
+        axes[1].legend(title="model (algorithmic latency)", fontsize=7, title_fontsize=7)
         figure.suptitle(f"{test_set}: WER against compute (stars: dense baselines; small dots: other thresholds)",
                         fontsize=10)
         figure.tight_layout()

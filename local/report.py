@@ -45,11 +45,29 @@ def count_parameters(model_file: pathlib.Path) -> int:
     return sum(tensor.numel() for name, tensor in state.items() if tensor.is_floating_point() and "num_updates" not in name)
 
 
+def streams_only_when_streamed(exp: pathlib.Path) -> bool:
+    """ESPnet's asr_transducer models (``body_conf`` in their config): their offline decode gives the encoder the
+    whole utterance, so only their streaming decode is at their streaming latency. Our encoders (chunk mask) and
+    ESPnet's contextual block encoders (block processing) are at it offline too."""
+    import yaml
+
+    config = exp / "config.yaml"
+    conf = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    return "body_conf" in (conf.get("encoder_conf") or {})
+
+
 def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
     """decode_<set> and decode_<set>_th<threshold> (one per decode-time gate threshold);
-    decode_streaming_<set>* for streaming decoding."""
+    decode_streaming_<set>* for streaming decoding. Offline, a model that is at its streaming latency only when
+    streamed (streams_only_when_streamed) comes with its streaming decode first: the row its summary reports."""
     prefix = f"decode_{test_set}" if mode == "offline" else f"decode_streaming_{test_set}"
     found = [d for d in [exp / prefix, *sorted(exp.glob(f"{prefix}_th*"))] if d.is_dir()]
+    if mode == "offline" and streams_only_when_streamed(exp):
+        streamed = exp / f"decode_streaming_{test_set}"
+        if not streamed.is_dir():
+            raise FileNotFoundError(f"{streamed} is missing: an asr_transducer model is at its streaming latency only "
+                                    "when streamed; run stage 5 (it decodes such models both ways)")
+        found.insert(0, streamed)
     if not found:
         raise FileNotFoundError(f"{exp}/{prefix}* is missing: run stage 5 (decoding) first")
     return found
@@ -62,7 +80,7 @@ def add_statistics(rows, resamples: int = 1000) -> None:
     tables = {id(row): read_per_utterance(row["per_utterance"]) for row in rows}
     baselines = {}
     for row in rows:
-        if row["test_set"] not in baselines and row["decode"].endswith(row["test_set"]):
+        if row["test_set"] not in baselines and row["own"]:
             baselines[row["test_set"]] = row
     for row in rows:
         errors, words = zip(*tables[id(row)].values())
@@ -78,8 +96,9 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
     for exp in exps:
         model_file = exp / "valid.loss.ave.pth"
         parameters = count_parameters(model_file) if model_file.is_file() else None
+        latency_ms, full_context_offline = describe_model(exp)["latency_ms"], streams_only_when_streamed(exp)
         for test_set in test_sets:
-            for decode in decode_dirs(exp, test_set, mode):
+            for position, decode in enumerate(decode_dirs(exp, test_set, mode)):
                 hyp = decode / "1best_recog" / "text"
                 if not hyp.is_file():
                     raise FileNotFoundError(f"{hyp} is missing: rerun stage 5 (decoding)")
@@ -89,6 +108,10 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                     {
                         "model": exp.name, "test_set": test_set, "parameters": parameters,
                         "decode": decode.name, "gate_threshold": summary.get("gate_threshold"),
+                        "own": position == 0 and not decode.name.split(test_set)[-1],  # not a threshold variant
+                        # None: this decoding is not streamed (an asr_transducer model decoded offline)
+                        "latency_ms": (None if full_context_offline and not decode.name.startswith("decode_streaming_")
+                                       else latency_ms),
                         "per_utterance": decode / "score_wer" / "per_utterance.tsv",
                         "wer": wer["err"], "sub": wer["sub"], "del": wer["del"], "ins": wer["ins"],
                         "sentences": wer["sentences"], "words": wer["words"],
@@ -215,14 +238,15 @@ def _epochs_trained(exp: pathlib.Path, conf: dict):
 
 
 def summarize(rows, exps, test_sets):
-    """One row per model in the style of ESPnet's RESULTS.md: its own gate threshold, WER per test set with its
-    interval and the paired test against the first model, the compute of the first test set, the streaming RTF of
-    decode_streaming_<first set> when it was decoded that way, training wall time and hardware."""
+    """One row per model in the style of ESPnet's RESULTS.md: its own gate threshold at its streaming latency
+    (decode_dirs' first decoding), WER per test set with its interval and the paired test against the first model,
+    the compute and decode RTF of the first test set, the streaming RTF of decode_streaming_<first set> when it
+    was decoded that way, training wall time and hardware."""
     import yaml
 
     summary = []
     for exp in exps:
-        own = {r["test_set"]: r for r in rows if r["model"] == exp.name and r["decode"] == f"decode_{r['test_set']}"}
+        own = {r["test_set"]: r for r in rows if r["model"] == exp.name and r["own"]}
         if test_sets[0] not in own:
             continue
         first = own[test_sets[0]]
@@ -238,7 +262,8 @@ def summarize(rows, exps, test_sets):
             "wer": {name: [row["wer"], row.get("wer_low"), row.get("wer_high")] for name, row in own.items()},
             "model": exp.name, "config": training_config(exp), "parameters": first["parameters"],
             "compute_ratio_layers": first["compute_ratio_layers"], "compute_ratio_encoder": first["compute_ratio_encoder"],
-            "gflops_per_second": first["gflops_per_second"],
+            "gflops_per_second": first["gflops_per_second"], "decoding": first["decode"].replace(test_sets[0], "<set>"),
+            "decode_rtf": first["rtf"],
             "sets": {name: {key: row.get(key) for key in ("wer", "wer_low", "wer_high", "vs_baseline")}
                      for name, row in own.items()},
             "streaming_rtf": json.loads(streaming.read_text())["rtf"] if streaming.is_file() else None,
@@ -249,14 +274,15 @@ def summarize(rows, exps, test_sets):
 
 
 def format_summary(summary, test_sets) -> str:
-    header = "| model | training config | params | compute ratio layers / encoder | GFLOPs / audio s |"
+    header = ("| model | role | training config | params | latency ms | compute ratio layers / encoder "
+              "| GFLOPs / audio s |")
     for name in test_sets:
         header += f" {name} WER [95% CI] | vs first model |"
-    header += " streaming RTF | training time | hardware |"
-    lines = [header, "|" + "---|" * (8 + 2 * len(test_sets))]
+    header += " decode RTF | streaming RTF | training time | hardware |"
+    lines = [header, "|" + "---|" * (11 + 2 * len(test_sets))]
     for s in summary:
         params = f"{s['parameters'] / 1e6:.2f} M" if s["parameters"] else "-"
-        line = (f"| {s['model']} | {s['config'] or '-'} | {params} "
+        line = (f"| {s['model']} | {s['role'] or '-'} | {s['config'] or '-'} | {params} | {_number(s['latency_ms'], 0)} "
                 f"| {s['compute_ratio_layers']:.3f} / {s['compute_ratio_encoder']:.3f} | {s['gflops_per_second']:.3f} |")
         for name in test_sets:
             result = s["sets"].get(name)
@@ -266,7 +292,8 @@ def format_summary(summary, test_sets) -> str:
             interval = f" [{result['wer_low']:.2f}, {result['wer_high']:.2f}]" if result["wer_low"] is not None else ""
             line += f" {result['wer']:.2f}{interval} | {_versus(result)} |"
         minutes = "-" if s["training_seconds"] is None else f"{s['training_seconds'] / 60:.0f} min"
-        line += f" {_number(s['streaming_rtf'], 4)} | {minutes} | {s['hardware'] or '-'} |"
+        line += (f" {_number(s['decode_rtf'], 4)} | {_number(s['streaming_rtf'], 4)} | {minutes} "
+                 f"| {s['hardware'] or '-'} |")
         lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -341,8 +368,9 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.mode == "offline":
         summary = summarize(rows, args.exps, args.test_sets)
-        text += ("One row per model at its own gate threshold (compute of the first test set; streaming RTF of "
-                 "decode_streaming_<first set> where decoded that way; training wall time from launch.log):\n\n"
+        text += ("One row per model at its own gate threshold and its streaming latency (an asr_transducer model: "
+                 "its streaming decode); compute and decode RTF of the first test set; streaming RTF of "
+                 "decode_streaming_<first set> where decoded that way; training wall time from launch.log:\n\n"
                  f"{format_summary(summary, args.test_sets)}\nEvery decoding:\n\n")
         document = {"corpus": args.corpus, "machine": machine, "command": args.command, "test_sets": list(args.test_sets),
                     "models": summary}

@@ -56,7 +56,7 @@ def test_all_stages_produce_their_outputs(recipe):
     results = (work / "exp" / "RESULTS.md").read_text()
     # one summary row per model, then one row per test set
     assert results.count("| asr_dense |") == 3 and results.count("| asr_amortized |") == 3
-    assert "| asr_amortized | conf/train_amortized.yaml |" in results and "CPU, 1 thread |" in results
+    assert "| asr_amortized | gated | conf/train_amortized.yaml |" in results and "CPU, 1 thread |" in results
     assert "run.sh" in (work / "exp" / "run.sh.cmd").read_text()
 
 
@@ -333,6 +333,28 @@ def test_bench_variant_derives_its_own_config_and_an_unnamed_change_is_refused(t
     unpublishable = subprocess.run(["bash", script, "--dry_run", "true", "--variant", "dropout", "--publish", "true",
                                     "--set", "encoder_conf.dropout_rate=0.1"], capture_output=True, text=True)
     assert unpublishable.returncode != 0 and "an ablation is not the bench summary" in unpublishable.stderr
+
+
+def test_bench_base_trains_a_toolkit_baseline_on_the_same_schedule_and_cannot_publish_it(tmp_path):
+    """egs/bench/run.sh --base CONFIG: another model (issue 12's toolkit baselines) on the bench's data and updates."""
+    import yaml
+
+    clone = _clone(tmp_path / "clone")
+    script = str(clone / "egs" / "bench" / "run.sh")
+    base = "../../conf/tuning/train_contextual_block_conformer.yaml"
+    result = subprocess.run(["bash", script, "--dry_run", "true", "--base", base], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.safe_load((clone / "egs" / "bench" / "conf_generated" /
+                             "train_contextual_block_conformer_bench.yaml").read_text())
+    original = yaml.safe_load((clone / "conf" / "tuning" / "train_contextual_block_conformer.yaml").read_text())
+    assert config["encoder"] == "contextual_block_conformer" and config["encoder_conf"] == original["encoder_conf"]
+    assert config["scheduler_conf"]["warmup_steps_list"] == [0, 500, 7500]
+    assert "--train_config conf_generated/train_contextual_block_conformer_bench.yaml" in result.stdout
+    refused = subprocess.run(["bash", script, "--dry_run", "true", "--base", base, "--publish", "true"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "the bench summary is the dense baseline's" in refused.stderr
+    missing = subprocess.run(["bash", script, "--dry_run", "true", "--base", "conf/none.yaml"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "conf/none.yaml: no such training config" in missing.stderr
 
 
 # -- ESPnet's own streaming transducer (the asr_transducer task) through the same stages --------

@@ -236,23 +236,31 @@ def summarize(records) -> Dict:
         "utterances": len(records),
         "audio_seconds": audio,
         "rtf": sum(r["decode_seconds"] for r in records) / max(audio, 1e-9),
-        "encoder_rtf": sum(r["encoder_seconds"] for r in records) / max(audio, 1e-9),
+        # None where the encoder is not timed apart from the search (ESPnet's asr_transducer Speech2Text)
+        "encoder_rtf": (sum(r["encoder_seconds"] for r in records) / max(audio, 1e-9)
+                        if all("encoder_seconds" in r for r in records) else None),
     }
     summary.update(summarize_records(records, audio))
     return summary
 
 
-def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def decode_parser(description: str, data_help: str, config_help: str) -> argparse.ArgumentParser:
+    """The options every decoding entry point shares, named as ESPnet's asr_inference names them."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--asr_train_config", type=pathlib.Path, required=True)
     parser.add_argument("--asr_model_file", type=pathlib.Path, required=True)
-    parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with feats.scp or wav.scp")
+    parser.add_argument("--data", type=pathlib.Path, required=True, help=data_help)
     parser.add_argument("--output_dir", type=pathlib.Path, required=True)
-    parser.add_argument("--config", type=pathlib.Path,
-                        help="decode YAML: search (beam | greedy | espnet), beam_size, max_symbols_per_frame, "
-                             "length_bonus, transducer_conf (score_norm; espnet: ESPnet's options)")
-    parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
+    parser.add_argument("--config", type=pathlib.Path, help=config_help)
     parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = decode_parser(__doc__, "data dir with feats.scp or wav.scp",
+                           "decode YAML: search (beam | greedy | espnet), beam_size, max_symbols_per_frame, "
+                           "length_bonus, transducer_conf (score_norm; espnet: ESPnet's options)")
+    parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
     parser.add_argument("--save_gates", type=int, default=3, help="save the unit decisions of this many utterances")
     return parser
 

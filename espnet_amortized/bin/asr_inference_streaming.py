@@ -19,13 +19,13 @@ and p95) and ``summary.json``. Algorithmic latency is one encoder chunk
 import argparse
 import json
 import logging
-import pathlib
 import time
 
 import numpy as np
 import torch
 import yaml
 
+from espnet_amortized.bin.asr_decode import decode_parser
 from espnet_amortized.compute import summarize_records
 from espnet_amortized.streaming import SAMPLE_RATE, Speech2TextStreaming, load_audio
 
@@ -103,13 +103,8 @@ def decode(args) -> dict:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--asr_train_config", type=pathlib.Path, required=True)
-    parser.add_argument("--asr_model_file", type=pathlib.Path, required=True)
-    parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with wav.scp (16 kHz)")
-    parser.add_argument("--output_dir", type=pathlib.Path, required=True)
-    parser.add_argument("--config", type=pathlib.Path,
-                        help="decode YAML (beam_size, length_bonus, transducer_conf.score_norm)")
+    parser = decode_parser(__doc__, "data dir with wav.scp (16 kHz)",
+                           "decode YAML (beam_size, length_bonus, transducer_conf.score_norm)")
     parser.add_argument("--beam_size", type=int, help="1: greedy; overrides the decode YAML (default there: 1)")
     parser.add_argument("--max_symbols_per_frame", type=int, default=4)
     parser.add_argument("--length_bonus", type=float,
@@ -119,7 +114,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
     parser.add_argument("--chunk_size", type=int,
                         help="override the encoder's chunk (encoder frames; for models trained with dynamic chunks)")
-    parser.add_argument("--threads", type=int, default=1)
     return parser
 
 

@@ -38,7 +38,7 @@ import yaml
 
 from espnet_amortized import register
 from espnet_amortized._espnet import asr_transducer_speech2text_class
-from espnet_amortized.bin.asr_decode import _flop_counted_macs, iterate_data, summarize
+from espnet_amortized.bin.asr_decode import _flop_counted_macs, decode_parser, iterate_data, summarize
 
 register()
 log = logging.getLogger("asr_transducer_decode")
@@ -115,7 +115,7 @@ def decode(args) -> dict:
         tokens.append(f"{key} {' '.join(token)}")
         scores.append(f"{key} {float(hypothesis.score):.4f}")
         macs = encoder_macs(model, speech)
-        records.append({"key": key, "seconds": seconds, "decode_seconds": elapsed, "encoder_seconds": 0.0,
+        records.append({"key": key, "seconds": seconds, "decode_seconds": elapsed,
                         "macs_encoder": macs, "macs_dense_encoder": macs, "compute_ratio_layers": 1.0,
                         "compute_ratio_encoder": 1.0, "gflops_per_second": 2.0 * macs / 1e9 / max(seconds, 1e-9)})
     for name, lines in (("text", texts), ("token", tokens), ("score", scores)):
@@ -124,7 +124,6 @@ def decode(args) -> dict:
         for record in records:
             handle.write(json.dumps(record) + "\n")
     summary = summarize(records)
-    summary["encoder_rtf"] = None  # the stream's encoder is not timed apart from its search
     summary.update(gate_threshold=None, encoder=type(model.encoder).__name__, task="asr_transducer",
                    streaming=args.streaming, beam_size=options["beam_size"],
                    resampled_utterances=changes.count("resampled"), downmixed_utterances=changes.count("downmixed"))
@@ -144,16 +143,10 @@ def _boolean(value: str) -> bool:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--asr_train_config", type=pathlib.Path, required=True)
-    parser.add_argument("--asr_model_file", type=pathlib.Path, required=True)
-    parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with wav.scp")
-    parser.add_argument("--output_dir", type=pathlib.Path, required=True)
-    parser.add_argument("--config", type=pathlib.Path,
-                        help="decode YAML: beam_size, asr_transducer: {decoding_window, left_context, beam_search_config}")
+    parser = decode_parser(__doc__, "data dir with wav.scp",
+                           "decode YAML: beam_size, asr_transducer: {decoding_window, left_context, beam_search_config}")
     parser.add_argument("--streaming", type=_boolean, default=False,
                         help="decode window by window with Speech2Text.streaming_decode (default false)")
-    parser.add_argument("--threads", type=int, default=1)
     return parser
 
 

@@ -70,3 +70,14 @@ def test_an_unknown_search_is_an_error_naming_the_choices(saved_model, tmp_path)
     with pytest.raises(ValueError, match="search must be one of beam, greedy, espnet"):
         asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(tmp_path),
                          "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "bad.yaml")])
+
+
+def test_summary_times_the_encoder_only_where_every_record_does():
+    from espnet_amortized.bin.asr_decode import summarize
+
+    timed = [{"seconds": 2.0, "decode_seconds": 0.2, "encoder_seconds": 0.05, "macs_encoder": 1e9,
+              "macs_dense_encoder": 1e9}] * 2
+    summary = summarize(timed)
+    assert summary["rtf"] == pytest.approx(0.1) and summary["encoder_rtf"] == pytest.approx(0.025)
+    untimed = [{key: value for key, value in record.items() if key != "encoder_seconds"} for record in timed]
+    assert summarize(untimed)["encoder_rtf"] is None and summarize(timed[:1] + untimed)["encoder_rtf"] is None

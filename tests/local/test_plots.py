@@ -52,6 +52,20 @@ def test_scoring_stage_plots(tmp_path):
     assert all((out / name).stat().st_size > 10_000 for name in written)
 
 
+def test_pareto_legend_names_each_model_with_its_latency():
+    from plots import point_labels
+
+    own = {"model": "asr_dense", "decode": "decode_test_clean", "own": True, "latency_ms": 670.0}
+    assert point_labels(own, "test_clean") == ("dense", "dense (670 ms)")
+    assert point_labels({**own, "latency_ms": None}, "test_clean")[1] == "dense (latency unknown)"
+    offline = {"model": "asr_tt", "decode": "decode_test_clean", "own": False, "latency_ms": None}
+    assert point_labels(offline, "test_clean") == ("full context", None)
+    threshold = {"model": "asr_gated", "decode": "decode_test_clean_th0.7", "own": False, "gate_threshold": 0.7}
+    assert point_labels(threshold, "test_clean") == ("@0.7", None)
+    old = {"model": "asr_dense", "decode": "decode_test_clean_th0.3", "gate_threshold": None}  # no "own": older JSON
+    assert point_labels(old, "test_clean") == ("@0.3", None)
+
+
 def test_compute_allocation_figure(tmp_path):
     gates = np.zeros((10, 2, 2), dtype=np.uint8)
     gates[:5, 0, 0] = 1

@@ -152,8 +152,50 @@ def test_summary_has_one_row_per_model_with_both_sets_streaming_rtf_and_training
     assert document["corpus"] == "synthetic v2 tiny" and document["command"] == "./run.sh --synthetic_size tiny"
     assert "cores" in document["machine"] and [m["name"] for m in document["models"]] == ["asr_dense", "asr_amortized"]
     table = format_summary(summary, ["test_clean", "test_other"])
-    assert "| asr_amortized | conf/train_asr_amortized.yaml | - | 0.400 / 0.400 | 0.400 | 2.50 [" in table
-    assert table.rstrip().endswith("| 0.0123 | 30 min | CPU, 1 thread |")
+    assert "| asr_amortized | gated | conf/train_asr_amortized.yaml | - | 670 | 0.400 / 0.400 | 0.400 | 2.50 [" in table
+    assert table.rstrip().endswith("| 0.0200 | 0.0123 | 30 min | CPU, 1 thread |")
+    assert amortized["decoding"] == "decode_<set>" and amortized["decode_rtf"] == 0.02
+
+
+def test_an_asr_transducer_model_is_reported_at_its_streaming_latency(tmp_path):
+    """Offline, an asr_transducer model's encoder sees the whole utterance: its summary row (and the paired test)
+    takes its streaming decode, the offline one stays in the table of every decoding."""
+    from report import add_statistics, decode_dirs, summarize
+
+    dump = tmp_path / "dump"
+    references = {f"1-1-{i:04d}": "A B C D" for i in range(20)}
+    (dump / "test_clean").mkdir(parents=True)
+    (dump / "test_clean" / "text").write_text("".join(f"{k} {v}\n" for k, v in references.items()))
+    decodings = {"asr_dense": {"decode_test_clean": 0},
+                 "asr_espnet_transducer": {"decode_test_clean": 0, "decode_streaming_test_clean": 4}}
+    for model, dirs in decodings.items():
+        exp = tmp_path / "exp" / model
+        for name, wrong in dirs.items():
+            decode = exp / name
+            (decode / "1best_recog").mkdir(parents=True)
+            (decode / "1best_recog" / "text").write_text(
+                "".join(f"{k} {'A B C X' if i < wrong else v}\n" for i, (k, v) in enumerate(references.items())))
+            streamed = "streaming" in name
+            (decode / "summary.json").write_text(json.dumps({
+                "compute_ratio_layers": 1.0, "compute_ratio_encoder": 1.0, "gflops_per_second": 0.3,
+                "rtf": 0.05 if streamed else 0.01, **({"algorithmic_latency_ms": 662.0} if streamed else {})}))
+    toolkit = tmp_path / "exp" / "asr_espnet_transducer"
+    (toolkit / "config.yaml").write_text("encoder_conf:\n    input_conf: {subsampling_factor: 4}\n    body_conf: []\n")
+    assert [d.name for d in decode_dirs(toolkit, "test_clean")] == ["decode_streaming_test_clean", "decode_test_clean"]
+    exps = [tmp_path / "exp" / "asr_dense", toolkit]
+    rows = gather(dump, ["test_clean"], exps)
+    add_statistics(rows, resamples=100)
+    summary = summarize(rows, exps, ["test_clean"])
+    row = summary[1]
+    assert row["role"] == "toolkit" and row["latency_ms"] == 662.0 and row["decoding"] == "decode_streaming_<set>"
+    assert row["wer"]["test_clean"][0] == 5.0 and row["decode_rtf"] == 0.05  # streaming, not the offline 0.0
+    assert row["sets"]["test_clean"]["vs_baseline"]["delta"] == pytest.approx(5.0)
+    assert sorted(r["wer"] for r in rows if r["model"] == toolkit.name) == [0.0, 5.0]  # both decodings listed
+    import shutil
+
+    shutil.rmtree(toolkit / "decode_streaming_test_clean")
+    with pytest.raises(FileNotFoundError, match="only when streamed"):
+        decode_dirs(toolkit, "test_clean")
 
 
 def test_committed_summary_follows_the_schema_and_the_documents_cite_it():
@@ -173,3 +215,21 @@ def test_committed_summary_follows_the_schema_and_the_documents_cite_it():
             assert low <= wer <= high, (model["name"], test_set)
             assert f"| {wer:.2f} (" in results and f"| {low:.2f}-{high:.2f} |" in results, (model["name"], test_set)
             assert f"{wer:.1f}%" in readme, (model["name"], test_set)
+
+
+@pytest.mark.parametrize("toolkit", ["train_contextual_block_transformer.yaml", "train_contextual_block_conformer.yaml"])
+def test_the_contextual_block_baselines_are_at_the_dense_models_latency(tmp_path, toolkit):
+    """Issue 12 compares at matched latency: within 20% of conf/train_dense.yaml's (these configs: exactly)."""
+    import pathlib
+    import shutil
+
+    from report import describe_model
+
+    conf = pathlib.Path(__file__).resolve().parents[2] / "conf"
+    latencies = {}
+    for name, config in (("dense", conf / "train_dense.yaml"), ("toolkit", conf / "tuning" / toolkit)):
+        (tmp_path / name).mkdir()
+        shutil.copy(config, tmp_path / name / "config.yaml")
+        latencies[name] = describe_model(tmp_path / name)["latency_ms"]
+    assert latencies["dense"] == 670.0 and abs(latencies["toolkit"] / latencies["dense"] - 1) <= 0.2
+    assert describe_model(tmp_path / "toolkit")["role"] == "toolkit"
