@@ -22,7 +22,10 @@ import platform
 import re
 import time
 
+from config_task import load_tasks_module
 from score import score
+
+task_of = load_tasks_module().task_of  # the recipe's rule: which ESPnet task trained a config
 
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 
@@ -46,14 +49,10 @@ def count_parameters(model_file: pathlib.Path) -> int:
 
 
 def streams_only_when_streamed(exp: pathlib.Path) -> bool:
-    """ESPnet's asr_transducer models (``body_conf`` in their config): their offline decode gives the encoder the
-    whole utterance, so only their streaming decode is at their streaming latency. Our encoders (chunk mask) and
-    ESPnet's contextual block encoders (block processing) are at it offline too."""
-    import yaml
-
-    config = exp / "config.yaml"
-    conf = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
-    return "body_conf" in (conf.get("encoder_conf") or {})
+    """ESPnet's asr_transducer models: their offline decode gives the encoder the whole utterance, so only their
+    streaming decode is at their streaming latency. Our encoders (chunk mask) and ESPnet's contextual block
+    encoders (block processing) are at it offline too."""
+    return task_of(exp / "config.yaml") == "asr_transducer"
 
 
 def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
@@ -71,6 +70,11 @@ def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
     if not found:
         raise FileNotFoundError(f"{exp}/{prefix}* is missing: run stage 5 (decoding) first")
     return found
+
+
+def is_default_decoding(decode: pathlib.Path, test_set: str) -> bool:
+    """decode_<set> or decode_streaming_<set>, not a decode-time threshold variant (decode_<set>_th<threshold>)."""
+    return decode.name.endswith(test_set)
 
 
 def add_statistics(rows, resamples: int = 1000) -> None:
@@ -108,7 +112,7 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                     {
                         "model": exp.name, "test_set": test_set, "parameters": parameters,
                         "decode": decode.name, "gate_threshold": summary.get("gate_threshold"),
-                        "own": position == 0 and not decode.name.split(test_set)[-1],  # not a threshold variant
+                        "own": position == 0 and is_default_decoding(decode, test_set),
                         # None: this decoding is not streamed (an asr_transducer model decoded offline)
                         "latency_ms": (None if full_context_offline and not decode.name.startswith("decode_streaming_")
                                        else latency_ms),
@@ -188,7 +192,7 @@ def describe_model(exp: pathlib.Path):
     encoder_conf = conf.get("encoder_conf") or {}
     description = {"role": None, "front_end": encoder_conf.get("input_layer"), "latency_ms": None,
                    "epochs": _epochs_trained(exp, conf)}
-    if "body_conf" in encoder_conf:  # ESPnet's asr_transducer task (no `encoder:` key): a toolkit baseline
+    if task_of(config) == "asr_transducer":  # ESPnet's own streaming transducer: a toolkit baseline
         input_conf = encoder_conf.get("input_conf") or {}
         description["role"] = "toolkit"
         description["front_end"] = (f"{'vgg' if input_conf.get('vgg_like') else 'conv2d'} "
