@@ -20,6 +20,7 @@ from espnet_amortized.encoder.subsampling import build_subsampling
 GATE_UNITS = ("unit", "layer", "none")
 ARBITRATORS = ("global", "local")
 DECISION_UNITS = ("frame", "chunk")
+CONV_NORM_TYPES = ("layer_norm", "batch_norm")
 ATT, FFN = 0, 1
 
 
@@ -59,6 +60,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
         conv_kernel_size: kernel of a causal convolution unit after each layer's
             MHSA (the Conformer's module with LayerNorm; 0: none). Always
             executed (not gated) and counted by the MAC counter.
+        conv_norm_type: the convolution unit's norm after the depthwise conv:
+            "layer_norm" (per frame) or "batch_norm" (ESPnet's conformer module's,
+            statistics over the padded batch; an ablation, RESULTS.md issue 12).
         chunk_size: frames per chunk after subsampling (> 0).
         left_chunks: chunks of left context (-1: all of the past).
         dynamic_chunk_training: per training batch, a random chunk size in
@@ -94,6 +98,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         subsampling_channels: int = 48,
         subsampling_kernel_size: int = 3,
         conv_kernel_size: int = 0,
+        conv_norm_type: str = "layer_norm",
         chunk_size: int = 16,
         left_chunks: int = 4,
         dynamic_chunk_training: bool = False,
@@ -119,6 +124,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         _check_choice("gate_unit", gate_unit, GATE_UNITS)
         _check_choice("arbitrator", arbitrator, ARBITRATORS)
         _check_choice("decision_unit", decision_unit, DECISION_UNITS)
+        _check_choice("conv_norm_type", conv_norm_type, CONV_NORM_TYPES)
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be > 0 (frames after subsampling), got {chunk_size}")
         if left_chunks < -1:
@@ -167,7 +173,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.encoders = torch.nn.ModuleList(
             GatedTransformerLayer(
                 output_size, attention_heads, linear_units, dropout_rate, attention_dropout_rate, local,
-                conv_kernel_size,
+                conv_kernel_size, conv_norm_type,
             )
             for _ in range(num_blocks)
         )

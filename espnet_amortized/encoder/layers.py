@@ -59,6 +59,7 @@ class GatedTransformerLayer(torch.nn.Module):
         attention_dropout_rate: float,
         local_gates: int = 0,
         conv_kernel_size: int = 0,
+        conv_norm_type: str = "layer_norm",
     ):
         super().__init__()
         if size % attention_heads != 0:
@@ -76,12 +77,15 @@ class GatedTransformerLayer(torch.nn.Module):
         self.dropout = torch.nn.Dropout(dropout_rate)
         # Optional causal convolution unit (as the Conformer's, with LayerNorm for
         # streaming): LN -> pointwise GLU -> causal depthwise conv -> LN -> swish -> pointwise.
+        # conv_norm_type "batch_norm" puts ESPnet's conformer BatchNorm (statistics over the
+        # padded batch) after the depthwise conv instead: an ablation (RESULTS.md, issue 12).
         self.conv_kernel_size = conv_kernel_size
+        self.conv_norm_type = conv_norm_type
         if conv_kernel_size:
             self.norm_conv = LayerNorm(size)
             self.conv_in = torch.nn.Linear(size, 2 * size)
             self.conv_depthwise = torch.nn.Conv1d(size, size, conv_kernel_size, groups=size)
-            self.conv_norm = LayerNorm(size)
+            self.conv_norm = LayerNorm(size) if conv_norm_type == "layer_norm" else torch.nn.BatchNorm1d(size)
             self.conv_out = torch.nn.Linear(size, size)
         # Per-layer ("local") arbitration: a logit per unit from the unit's own input.
         self.local_gate = torch.nn.Linear(size, local_gates) if local_gates else None
@@ -147,8 +151,12 @@ class GatedTransformerLayer(torch.nn.Module):
         if past is None:
             past = hidden.new_zeros(hidden.size(0), self.conv_kernel_size - 1, hidden.size(2))
         window = torch.cat([past, hidden], dim=1)
-        out = self.conv_depthwise(window.transpose(1, 2)).transpose(1, 2)
-        out = self.conv_out(F.silu(self.conv_norm(out)))
+        out = self.conv_depthwise(window.transpose(1, 2))
+        if self.conv_norm_type == "batch_norm":
+            out = self.conv_norm(out).transpose(1, 2)
+        else:
+            out = self.conv_norm(out.transpose(1, 2))
+        out = self.conv_out(F.silu(out))
         return x + self.dropout(out), window[:, window.size(1) - (self.conv_kernel_size - 1) :]
 
     def ffn_dense(self, x: torch.Tensor, gate: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -146,6 +146,16 @@ def test_convolution_unit_streams_exactly(variant, batch):
     assert torch.allclose(streamed, full, atol=1e-5)
 
 
+def test_convolution_unit_with_batch_norm_streams_exactly():
+    torch.manual_seed(0)
+    encoder = small_encoder(gate_unit="none", conv_kernel_size=7, conv_norm_type="batch_norm")
+    for layer in encoder.encoders:  # running statistics away from the identity
+        layer.conv_norm.running_mean.normal_()
+        layer.conv_norm.running_var.uniform_(0.5, 2.0)
+    streamed, full = _streamed_and_full(encoder.eval(), torch.randn(2, 97, 80))
+    assert torch.allclose(streamed, full, atol=1e-5)
+
+
 def test_convolution_unit_is_causal_padding_free_and_sparse_equals_dense():
     torch.manual_seed(0)
     encoder = randomize_arbitration(small_encoder(conv_kernel_size=7)).eval()
@@ -167,14 +177,15 @@ def test_convolution_unit_is_causal_padding_free_and_sparse_equals_dense():
     assert not torch.allclose(future_changed[:, 16:], unchanged[:, 16:], atol=1e-3)
 
 
-def test_convolution_unit_gets_gradients():
+@pytest.mark.parametrize("conv_norm_type", ["layer_norm", "batch_norm"])
+def test_convolution_unit_gets_gradients(conv_norm_type):
     torch.manual_seed(0)
-    encoder = small_encoder(gate_unit="none", conv_kernel_size=5).train()
+    encoder = small_encoder(gate_unit="none", conv_kernel_size=5, conv_norm_type=conv_norm_type).train()
     x, lengths = _batch()
     out, _, _ = encoder(x, lengths)
     out.sum().backward()
     for layer in encoder.encoders:
-        for module in (layer.conv_in, layer.conv_depthwise, layer.conv_out):
+        for module in (layer.conv_in, layer.conv_depthwise, layer.conv_norm, layer.conv_out):
             assert module.weight.grad is not None and float(module.weight.grad.abs().sum()) > 0
 
 
@@ -263,6 +274,7 @@ def test_threshold_moves_compute():
         ("subsampling_factor", 6, "subsampling_factor"),
         ("attention_heads", 5, "attention_heads"),
         ("conv_kernel_size", -1, "conv_kernel_size"),
+        ("conv_norm_type", "group_norm", "conv_norm_type"),
     ],
 )
 def test_bad_options_raise_value_errors_that_name_them(option, value, message):

@@ -49,3 +49,28 @@ def test_convolution_unit_in_pieces_with_its_cache_equals_one_call():
         pieces.append(out)
     assert torch.allclose(torch.cat(pieces, dim=1), whole, atol=1e-6)
     assert past.shape == (2, 4, 32) and torch.allclose(past, last)
+
+
+def test_convolution_unit_with_batch_norm_normalises_over_the_batch_and_streams_in_eval():
+    # The issue-12 ablation: ESPnet's conformer BatchNorm after the depthwise conv. In
+    # training its statistics come from the whole (padded) batch, so a frame's output
+    # depends on the other utterances; in eval the running statistics make it per frame.
+    torch.manual_seed(0)
+    layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0, conv_kernel_size=5, conv_norm_type="batch_norm")
+    assert isinstance(layer.conv_norm, torch.nn.BatchNorm1d)
+    x = torch.randn(2, 11, 32)
+    valid = torch.ones(2, 11, dtype=torch.bool)
+    layer.train()
+    both, _ = layer.conv_dense(x, valid)
+    first_alone, _ = layer.conv_dense(x[:1], valid[:1])
+    assert not torch.allclose(both[:1], first_alone, atol=1e-4)
+    assert int(layer.conv_norm.num_batches_tracked) == 2
+    layer.eval()
+    both, last = layer.conv_dense(x, valid)
+    first_alone, _ = layer.conv_dense(x[:1], valid[:1])
+    assert torch.allclose(both[:1], first_alone, atol=1e-6)
+    pieces, past = [], None
+    for start, stop in ((0, 3), (3, 11)):
+        out, past = layer.conv_dense(x[:, start:stop], valid[:, start:stop], past)
+        pieces.append(out)
+    assert torch.allclose(torch.cat(pieces, dim=1), both, atol=1e-6) and torch.allclose(past, last)

@@ -198,13 +198,22 @@ def test_an_asr_transducer_model_is_reported_at_its_streaming_latency(tmp_path):
         decode_dirs(toolkit, "test_clean")
 
 
-def test_committed_summary_follows_the_schema_and_the_documents_cite_it():
-    """egs/sweep/results/summary.json is what RESULTS.md and the README report: a figure changed in one and not
+# The committed summaries and how RESULTS.md writes a WER with its interval there: the bench's dense
+# baseline (7,500 updates) and issue 12's toolkit comparison (2,250 updates, one machine, paired tests).
+COMMITTED_SUMMARIES = {
+    "summary.json": "| {wer:.2f} (|| {low:.2f}-{high:.2f} |",
+    "summary_toolkit_u2250.json": "| {wer:.2f} [{low:.2f}, {high:.2f}] |",
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED_SUMMARIES))
+def test_committed_summary_follows_the_schema_and_the_documents_cite_it(name):
+    """egs/sweep/results/summary*.json is what RESULTS.md and the README report: a figure changed in one and not
     the others fails here."""
     import pathlib
 
     repo = pathlib.Path(__file__).resolve().parents[2]
-    document = json.loads((repo / "egs" / "sweep" / "results" / "summary.json").read_text())
+    document = json.loads((repo / "egs" / "sweep" / "results" / name).read_text())
     assert {"corpus", "machine", "command", "models"} <= set(document) and document["models"]
     results, readme = (repo / "RESULTS.md").read_text(), (repo / "README.md").read_text()
     for model in document["models"]:
@@ -213,8 +222,13 @@ def test_committed_summary_follows_the_schema_and_the_documents_cite_it():
         assert model["role"] in ("dense", "gated", "budget", "toolkit")
         for test_set, (wer, low, high) in model["wer"].items():
             assert low <= wer <= high, (model["name"], test_set)
-            assert f"| {wer:.2f} (" in results and f"| {low:.2f}-{high:.2f} |" in results, (model["name"], test_set)
+            for cited in COMMITTED_SUMMARIES[name].format(wer=wer, low=low, high=high).split("||"):
+                assert cited in results, (model["name"], test_set, cited)
             assert f"{wer:.1f}%" in readme, (model["name"], test_set)
+    if name != "summary.json":  # a comparison: its first model is the reference of every paired test
+        for model in document["models"][1:]:
+            for test_set in model["wer"]:
+                assert model["sets"][test_set]["vs_baseline"] is not None, (model["name"], test_set)
 
 
 @pytest.mark.parametrize("toolkit", ["train_contextual_block_transformer.yaml", "train_contextual_block_conformer.yaml"])
