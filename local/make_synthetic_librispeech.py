@@ -462,6 +462,11 @@ def _raw_speech(speaker: Speaker, text: str, condition: Condition) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         path = pathlib.Path(folder) / "speech.wav"
         _run(command + [str(path)], package, stdin=text.encode())
+        if not path.exists():  # festival exits 0 when its data directory is missing
+            raise RuntimeError(
+                f"{command[0]} {speaker.voice} exited 0 but wrote no audio for {text[:40]!r} "
+                f"(is the Debian package {package} installed? local/setup.sh installs it)"
+            )
         return path.read_bytes()
 
 

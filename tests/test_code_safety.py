@@ -12,7 +12,7 @@ PYTHON_SOURCES = sorted(
     p for folder in ("espnet_amortized", "local", "egs") for p in (REPO / folder).rglob("*.py")
 )
 SHELL_SCRIPTS = ["run.sh", "path.sh", "cmd.sh", ".ci/run", *sorted(
-    str(p.relative_to(REPO)) for pattern in ("egs/*/run.sh", "local/*.sh") for p in REPO.glob(pattern)
+    str(p.relative_to(REPO)) for pattern in ("egs/*/*.sh", "local/*.sh") for p in REPO.glob(pattern)
 )]
 
 

@@ -1,6 +1,7 @@
 """The whole recipe, end to end, on the tiny synthetic corpus (one short epoch per model)."""
 
 import json
+import os
 import pathlib
 import subprocess
 
@@ -355,6 +356,30 @@ def test_bench_base_trains_a_toolkit_baseline_on_the_same_schedule_and_cannot_pu
     assert refused.returncode != 0 and "the bench summary is the dense baseline's" in refused.stderr
     missing = subprocess.run(["bash", script, "--dry_run", "true", "--base", "conf/none.yaml"], capture_output=True, text=True)
     assert missing.returncode != 0 and "conf/none.yaml: no such training config" in missing.stderr
+
+
+def test_bench_gpu_script_derives_every_base_at_its_updates_and_plans_one_side_by_side_run(tmp_path):
+    """egs/bench/gpu.sh (issue 12 on a lent GPU): the configs it derives and the one run.sh command it would run."""
+    import yaml
+
+    clone = _clone(tmp_path / "clone")
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = subprocess.run(["bash", str(clone / "egs" / "bench" / "gpu.sh"), "--out", str(out), "--workdir", str(work),
+                             "--setup", "false", "--dry_run", "true", "--max_epoch", "30"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    generated = clone / "egs" / "bench" / "conf_generated"
+    dense = yaml.safe_load((generated / "train_dense_bench_gpu_u15000.yaml").read_text())
+    block = yaml.safe_load((generated / "train_contextual_block_transformer_bench_gpu_u15000.yaml").read_text())
+    assert dense["scheduler_conf"]["warmup_steps_list"] == block["scheduler_conf"]["warmup_steps_list"] == [0, 500, 15000]
+    assert block["encoder"] == "contextual_block_transformer"
+    planned = [line for line in result.stdout.splitlines() if line.startswith("would run in")]
+    assert planned == [f"would run in {work}: {clone}/run.sh --synthetic_size bench --nj {len(os.sched_getaffinity(0))} --ngpu 1 "
+                       f"--train_config {generated}/train_dense_bench_gpu_u15000.yaml "
+                       f"{generated}/train_contextual_block_transformer_bench_gpu_u15000.yaml"]
+    assert "command: " in (out / "gpu.log").read_text() and not (work / "exp").exists()
+    missing = subprocess.run(["bash", str(clone / "egs" / "bench" / "gpu.sh"), "--dry_run", "true"],
+                             capture_output=True, text=True)
+    assert missing.returncode == 1 and "--out DIR is required" in missing.stderr
 
 
 # -- ESPnet's own streaming transducer (the asr_transducer task) through the same stages --------

@@ -110,6 +110,15 @@ def test_a_failing_festival_voice_names_its_package(monkeypatch):
         corpus.synthesize(speaker, "the red cat", condition, 0)
 
 
+def test_a_festival_that_writes_nothing_is_an_error_not_a_missing_file(monkeypatch):
+    """festival exits 0 without audio when its data directory is missing (a relocated install)."""
+    monkeypatch.setattr(corpus.subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(command, 0, b"", b""))
+    speaker = next(s for g in make_speakers("bench", 0).values() for s in g if s.voice == "kal_diphone")
+    condition = corpus.make_condition(speaker, "test-clean", 0, random.Random(0))
+    with pytest.raises(RuntimeError, match=r"text2wave kal_diphone exited 0 but wrote no audio .*festvox-kallpc16k"):
+        corpus.synthesize(speaker, "the red cat", condition, 0)
+
+
 @pytest.mark.parametrize("size", ["default", "bench"])
 def test_training_covers_every_condition_of_test_other(size):
     speakers, plan = corpus.plan_corpus(size, 0)
