@@ -304,7 +304,7 @@ def format_summary(summary, test_sets) -> str:
 
 def format_markdown(rows, mode: str = "offline") -> str:
     header = (
-        "| model | params | test set | gate threshold | WER % (S/D/I) | 95% CI | vs first model: delta [95% CI], P(not worse) "
+        "| model | params | decoding | gate threshold | WER % (S/D/I) | 95% CI | vs first model: delta [95% CI], P(not worse) "
         "| compute ratio layers | compute ratio encoder | GFLOPs / audio s | RTF | encoder RTF |"
     )
     columns = 12
@@ -317,7 +317,7 @@ def format_markdown(rows, mode: str = "offline") -> str:
         threshold = "-" if r["gate_threshold"] is None else f"{r['gate_threshold']:g}"
         encoder_rtf = "-" if r["encoder_rtf"] is None else f"{r['encoder_rtf']:.4f}"
         line = (
-            f"| {r['model']} | {params} | {r['test_set']} | {threshold} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
+            f"| {r['model']} | {params} | {r['decode']} | {threshold} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
             f"| {_interval(r)} | {_versus(r)} "
             f"| {r['compute_ratio_layers']:.3f} | {r['compute_ratio_encoder']:.3f} | {r['gflops_per_second']:.3f} "
             f"| {r['rtf']:.4f} | {encoder_rtf} |"

@@ -21,7 +21,7 @@ def test_gather_scores_and_reads_compute(tmp_path):
     assert [r["wer"] for r in rows] == [0.0, 25.0]
     assert rows[1]["compute_ratio_layers"] == 0.4
     table = format_markdown(rows)
-    assert "| asr_amortized | - | test_clean | 0.5 | 25.00 (0.0/25.0/0.0) | - | - | 0.400 |" in table
+    assert "| asr_amortized | - | decode_test_clean | 0.5 | 25.00 (0.0/25.0/0.0) | - | - | 0.400 |" in table
 
 
 def test_statistics_give_intervals_and_a_paired_test_against_the_first_model(tmp_path):
@@ -200,10 +200,11 @@ def test_an_asr_transducer_model_is_reported_at_its_streaming_latency(tmp_path):
 
 # The committed summaries: how RESULTS.md cites each WER with its interval, and whether the summary is a
 # comparison (every model after the first paired against it). The bench's dense baseline (7,500 updates) and
-# issue 12's toolkit comparison (2,250 updates, one machine).
+# issue 12's toolkit comparison and its front-end ablation (2,250 updates, one machine each).
 COMMITTED_SUMMARIES = {
     "summary.json": (("| {wer:.2f} (", "| {low:.2f}-{high:.2f} |"), False),
     "summary_toolkit_u2250.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
+    "summary_frontend_u2250.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
 }
 
 
