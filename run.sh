@@ -42,6 +42,7 @@ train_config="conf/train_dense.yaml conf/train_amortized.yaml"  # relative to he
 decode_config=""              # empty: conf/decode.yaml offline, conf/decode_streaming.yaml streaming
 decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, our beam search)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
+compute_budgets=""            # decode-time whole-encoder budgets of budget-conditioned models, e.g. "0.25 0.35 0.5 0.7 1.0"
 nbpe=128
 train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
 train_jobs=0                  # trainings at once (0: all side by side)
@@ -50,7 +51,7 @@ expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds nbpe train_args train_jobs datadir expdir dumpdir"
+  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets nbpe train_args train_jobs datadir expdir dumpdir"
 invocation="$0 $*"  # before the options are consumed: exp/run.sh.cmd and summary.json record it
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -244,14 +245,23 @@ if run_stage 5; then
     # utterance): offline mode decodes it both ways, and the report takes the streaming one.
     modes=${decode_mode}
     [ "${task}" = asr_transducer ] && [ "${decode_mode}" = offline ] && modes="offline streaming"
+    # Decode-time compute knobs: each gate threshold (th), and each budget of a budget-conditioned model (b).
+    knobs=""
+    for threshold in ${gate_thresholds}; do knobs="${knobs} th${threshold}"; done
+    if [ -n "${compute_budgets}" ] && [ "$(python "${repo}/local/config_task.py" --budget_conditioned "${config}")" = true ]; then
+      for budget in ${compute_budgets}; do knobs="${knobs} b${budget}"; done
+    fi
     for mode in ${modes}; do
       for set in ${test_sets}; do
-        for threshold in ${gate_thresholds:-default}; do
+        for knob in ${knobs:-default}; do
           out="${exp}/decode_${set}"; threshold_args=()
           [ "${mode}" = streaming ] && out="${exp}/decode_streaming_${set}"
-          if [ "${threshold}" != default ]; then out="${out}_th${threshold}"; threshold_args=(--gate_threshold "${threshold}"); fi
+          case "${knob}" in
+            th*) out="${out}_${knob}"; threshold_args=(--gate_threshold "${knob#th}") ;;
+            b*) out="${out}_${knob}"; threshold_args=(--compute_budget "${knob#b}") ;;
+          esac
           [ -f "${out}/.done" ] && continue
-          log "stage 5: decoding ${set} with ${exp} (${mode}, gate threshold: ${threshold})"
+          log "stage 5: decoding ${set} with ${exp} (${mode}, compute knob: ${knob})"
           if [ "${task}" = asr_transducer ]; then  # ESPnet's own streaming transducer: its Speech2Text on audio
             streaming=false; [ "${mode}" = streaming ] && streaming=true
             decoder=(espnet_amortized.bin.asr_transducer_decode --data "${datadir}/${set}" --config "${decode_config}"

@@ -40,13 +40,6 @@ def espnet_asr_model_class():
     return ESPnetASRModel
 
 
-def asr_train_main(cmd=None):
-    """ESPnet's ``espnet2.bin.asr_train.main`` (argument parsing, training, collect_stats)."""
-    from espnet2.bin.asr_train import main
-
-    return main(cmd)
-
-
 def asr_inference_main(cmd=None):
     from espnet2.bin.asr_inference import main
 

@@ -12,10 +12,15 @@ Per layer and frame, with d = output_size and d_ff = linear_units:
   part of both the executed and the dense layer MACs.
 - Arbitrator (global conv or local linear gates) and subsampling: always run.
 LayerNorms, softmax, residual adds and gathers are not MACs and not counted.
+
+The transducer search's prediction network (ESPnet's RNN decoder) and joint
+network are counted apart by ``SearchMacCounter``, from what they are called
+with: per row, an RNN layer costs its weight matrices, a linear layer its
+weight.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -152,34 +157,126 @@ def count_streaming_macs(encoder, state: Dict) -> MacReport:
     return count_macs(encoder, gates, valid, allowed, state["input_frames"])
 
 
-def expected_layer_ratio(encoder, probs: torch.Tensor, valid: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Differentiable E[executed MACs] / dense MACs of the gated layers.
+@dataclass
+class ExpectedCompute:
+    """Per-utterance expected compute ratios (B,), differentiable in the gate probabilities.
 
-    ``probs`` (B, T, num_blocks, 2) are the probabilities sigmoid(logit) that
-    a unit runs, which for Gumbel-sigmoid gates is exactly P(gate = 1). The
-    score term for a pair of frames that both must run uses p_i * p_j
-    (independent decisions; exact for per-frame decisions, approximate for
-    per-chunk ones), and p_i for a frame's own key.
+    ``layers``: (arbitrator + gated layers) / dense layers, as ``MacReport.layer_ratio``;
+    ``encoder``: the whole encoder (subsampling included), as ``MacReport.encoder_ratio``.
+    """
+
+    layers: torch.Tensor
+    encoder: torch.Tensor
+
+    def measure(self, name: str) -> torch.Tensor:
+        if name not in COMPUTE_MEASURES:
+            raise ValueError(f"compute_measure must be one of {', '.join(map(repr, COMPUTE_MEASURES))}; got {name!r}")
+        return self.layers if name == "layers" else self.encoder
+
+
+COMPUTE_MEASURES = ("layers", "encoder")
+
+
+def expected_compute(
+    encoder, probs: torch.Tensor, valid: torch.Tensor, allowed: torch.Tensor, input_lengths: List[int]
+) -> ExpectedCompute:
+    """E[executed MACs] / dense MACs per utterance, for gate probabilities ``probs`` (B, T, num_blocks, 2).
+
+    ``probs`` are the probabilities sigmoid(logit) that a unit runs, which for
+    Gumbel-sigmoid gates is exactly P(gate = 1); for hard 0/1 gates the result
+    is exactly ``count_macs``'s ratios of each utterance alone. The score term
+    for a pair of frames that both must run uses p_i * p_j (independent
+    decisions; exact for per-frame decisions, approximate for per-chunk ones),
+    and p_i for a frame's own key. ``input_lengths``: feature frames per
+    utterance (the subsampling's MACs, always executed).
     """
     d, d_ff = encoder.output_size(), encoder.linear_units
     validf = valid.to(probs.dtype)
     allowed_f = allowed.to(probs.dtype)
     probs = probs * validf[:, :, None, None]
+    frames = validf.sum(dim=1)
     dense_visible = _visible_keys(validf, allowed_f)
-    dense_per_layer = (4 * d * d * validf + 2 * d * validf * dense_visible).sum() + 2 * d * d_ff * validf.sum()
+    dense_per_layer = (4 * d * d * validf + 2 * d * validf * dense_visible).sum(dim=1) + 2 * d * d_ff * frames
     p_att, p_ffn = probs[..., ATT], probs[..., FFN]  # (B, T, L)
-    q_and_out = 2 * d * d * p_att.sum()
+    q_and_out = 2 * d * d * p_att.sum(dim=(1, 2))
     if encoder.kv_from_skipped:
-        key_value = 2 * d * d * validf.sum() * encoder.num_blocks
-        scores = 2 * d * (p_att * dense_visible.unsqueeze(-1)).sum()
+        key_value = 2 * d * d * frames * encoder.num_blocks
+        scores = 2 * d * (p_att * dense_visible.unsqueeze(-1)).sum(dim=(1, 2))
     else:
-        key_value = 2 * d * d * p_att.sum()
+        key_value = 2 * d * d * p_att.sum(dim=(1, 2))
         # sum_i p_i * (p_i + sum_{j != i, allowed} p_j)
         others = torch.einsum("ij,bjl->bil", allowed_f, p_att) - p_att * torch.diagonal(allowed_f).unsqueeze(-1)
-        scores = 2 * d * (p_att * (1.0 + others)).sum()
-    conv = conv_macs_per_frame(encoder) * validf.sum()  # always executed
-    expected = q_and_out + key_value + scores + 2 * d * d_ff * p_ffn.sum() + conv
-    return expected / (dense_per_layer * encoder.num_blocks + conv).clamp(min=1.0)
+        scores = 2 * d * (p_att * (1.0 + others)).sum(dim=(1, 2))
+    conv = conv_macs_per_frame(encoder) * frames  # always executed
+    arbitrator = arbitrator_macs_per_frame(encoder) * frames
+    layers = q_and_out + key_value + scores + 2 * d * d_ff * p_ffn.sum(dim=(1, 2)) + conv
+    dense_layers = dense_per_layer * encoder.num_blocks + conv
+    subsampling = torch.tensor([float(encoder.embed.macs(int(n))) for n in input_lengths],
+                               dtype=probs.dtype, device=probs.device)
+    return ExpectedCompute(
+        layers=(layers + arbitrator) / dense_layers.clamp(min=1.0),
+        encoder=(subsampling + arbitrator + layers) / (subsampling + dense_layers).clamp(min=1.0),
+    )
+
+
+class SearchMacCounter:
+    """Counts the MACs of every call into a transducer's prediction and joint networks (forward hooks).
+
+    ``macs["prediction"]``/``macs["joint"]`` accumulate from ``attach()``
+    (or ``with``, or ``reset()``) on; each linear layer costs ``rows x weight.numel()`` and each RNN layer
+    ``rows x (its weight matrices)``, rows being every input vector but the
+    last dimension (N hypotheses x L steps). Whatever search calls them (ours
+    or ESPnet's) is counted the same way. Embedding lookups, activations and
+    the log-softmax are not MACs.
+    """
+
+    def __init__(self, decoder, joint_network):
+        self.networks = {"prediction": decoder, "joint": joint_network}
+        self.macs = {name: 0.0 for name in self.networks}
+        self._handles = []
+
+    @staticmethod
+    def _row_macs(module: torch.nn.Module) -> Optional[int]:
+        if isinstance(module, torch.nn.Linear):
+            return module.weight.numel()
+        if isinstance(module, torch.nn.RNNBase):
+            return sum(p.numel() for name, p in module.named_parameters() if name.startswith("weight_"))
+        return None
+
+    def _hook(self, name: str, macs_per_row: int):
+        def count(module, inputs, output):
+            rows = inputs[0].numel() // inputs[0].size(-1)
+            self.macs[name] += float(rows * macs_per_row)
+
+        return count
+
+    def reset(self) -> None:
+        self.macs = {name: 0.0 for name in self.networks}
+
+    def as_dict(self) -> Dict:
+        return {f"macs_{name}": macs for name, macs in self.macs.items()}
+
+    def attach(self) -> "SearchMacCounter":
+        """Start counting (from zero)."""
+        self.reset()
+        if not self._handles:
+            for name, network in self.networks.items():
+                for module in network.modules():
+                    macs = self._row_macs(module)
+                    if macs is not None:
+                        self._handles.append(module.register_forward_hook(self._hook(name, macs)))
+        return self
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self):
+        return self.attach()
+
+    def __exit__(self, *exc):
+        self.detach()
 
 
 def summarize_records(records: List[Dict], audio_seconds: float) -> Dict:
@@ -196,6 +293,10 @@ def summarize_records(records: List[Dict], audio_seconds: float) -> Dict:
         "compute_ratio_encoder": macs / max(sum(r["macs_dense_encoder"] for r in records), 1e-9),
         "compute_ratio_layers": 1.0,
     }
+    for network in ("prediction", "joint"):
+        if records and all(f"macs_{network}" in r for r in records):
+            total = sum(r[f"macs_{network}"] for r in records)
+            summary[f"gflops_per_second_{network}"] = 2.0 * total / 1e9 / max(audio_seconds, 1e-9)
     if records and all("macs_layers" in r for r in records):
         layers = sum(r["macs_layers"] + r["macs_arbitrator"] for r in records)
         summary["compute_ratio_layers"] = layers / max(sum(r["macs_dense_layers"] for r in records), 1e-9)

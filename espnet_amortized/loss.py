@@ -3,7 +3,7 @@
 import torch
 import torchaudio
 
-COMPUTE_REGULARIZERS = ("linear", "target", "target_squared")
+COMPUTE_REGULARIZERS = ("linear", "target", "target_squared", "budget")
 
 
 def check_compute_options(compute_weight: float, compute_regularizer: str, compute_target: float) -> None:
@@ -19,14 +19,18 @@ def check_compute_options(compute_weight: float, compute_regularizer: str, compu
 
 
 def compute_regularizer(expected_ratio: torch.Tensor, kind: str = "linear", target: float = 0.4) -> torch.Tensor:
-    """R from the expected compute ratio E[C]:
+    """R from the expected compute ratio E[C] (per utterance; the caller averages):
 
     - ``linear``: E[C]  (always pushes compute down; lambda sets the trade-off)
     - ``target``: max(0, E[C] - target)  (no pressure below the budget)
     - ``target_squared``: max(0, E[C] - target)^2
+    - ``budget``: E[C] - target, the constraint of a Lagrangian whose multiplier
+      the model updates by dual ascent (pressure from both sides)
     """
     if kind == "linear":
         return expected_ratio
+    if kind == "budget":
+        return expected_ratio - target
     excess = torch.relu(expected_ratio - target)
     if kind == "target":
         return excess

@@ -1,34 +1,66 @@
 """``amortized_espnet``: ESPnet's ASR model plus the compute term of the loss."""
 
 import logging
+from typing import List, Optional, Tuple
 
 import torch
 
 from espnet_amortized._espnet import espnet_asr_model_class
-from espnet_amortized.compute import count_macs, expected_layer_ratio
+from espnet_amortized.compute import COMPUTE_MEASURES, count_macs, expected_compute
 from espnet_amortized.loss import check_compute_options, compute_regularizer
 
 ESPnetASRModel = espnet_asr_model_class()
 
 
 class AmortizedESPnetASRModel(ESPnetASRModel):
-    """``L = L_asr + compute_weight * R`` where R is the expected compute ratio term.
+    """``L = L_asr + compute_weight * R`` in training, where R is the expected compute term.
 
     ``L_asr`` is ESPnet's (transducer + ctc_weight * CTC, or attention). R is
-    computed from the gate probabilities the ``amortized_transformer``
+    the mean over utterances of a regulariser of each utterance's expected
+    compute ratio, from the gate probabilities the ``amortized_transformer``
     encoder recorded in its forward; with any other encoder the model is
-    ESPnet's. Adds to ``stats``: ``loss_compute`` (R), ``compute_expected``
-    (E[C]), ``compute_ratio`` (executed / dense MACs of the gated layers,
-    hard decisions), ``compute_ratio_encoder`` (whole encoder) and
+    ESPnet's. In validation (eval mode) the loss is ``L_asr`` alone, so that
+    ESPnet's model selection and checkpoint averaging (``valid loss``) rank
+    models by recognition, not by how far they are from their budget.
+
+    Adds to ``stats``: ``loss_asr``, ``loss_compute`` (R), ``compute_expected``
+    (mean E[C] of the measure), ``compute_ratio`` (executed / dense MACs of
+    the gated layers, hard decisions), ``compute_ratio_encoder`` (whole
+    encoder), ``compute_multiplier`` (regulariser ``budget``) and
     ``nonfinite_loss`` (1 for a batch whose loss is inf/NaN: ESPnet's trainer
     skips its update and leaves it out of the averages, so the epoch's
     ``nonfinite_loss`` is the fraction of such batches, weighted by size).
 
     Extra ``model_conf`` options:
-        compute_weight: lambda (>= 0).
-        compute_regularizer: "linear", "target" or "target_squared".
+        compute_weight: lambda (>= 0); with ``budget``, the multiplier's initial value.
+        compute_regularizer: "linear", "target", "target_squared" or "budget"
+            (``multiplier * (E[C] - compute_target)``, the multiplier updated
+            after every optimizer update by dual ascent,
+            ``multiplier += compute_multiplier_rate * (C - compute_target)``
+            with C the mean executed compute of that update's batches, plus
+            ``compute_penalty / 2 * (E[C] - compute_target)^2`` (an augmented
+            Lagrangian: the quadratic term is a proportional force that damps
+            the multiplier's oscillation), so that training holds compute at
+            the target from either side).
         compute_target: the budget for the target regularisers, in (0, 1].
-        compute_warmup_steps: updates with lambda = 0 (learn to recognise first).
+        compute_measure: "layers" (the gated layers and the arbitrator, as
+            ``compute_ratio``) or "encoder" (the whole encoder, as
+            ``compute_ratio_encoder``): what R and the target measure.
+        compute_multiplier_rate: the dual-ascent step (>= 0; 0 keeps the multiplier).
+        compute_penalty: the quadratic term's weight rho (>= 0) for ``budget``.
+        compute_warmup_steps: optimizer updates with no compute term (learn to
+            recognise first); the multiplier starts moving after them.
+        compute_budget_bins: with a budget-conditioned encoder
+            (``budget_conditioning``), each utterance's target is its own
+            budget b, and the multiplier is one per bin of b: this many equal
+            bins over [budget_min, 1) and one for b = 1 (a single multiplier
+            cannot hold every budget: the ASR loss pulls harder at some).
+
+    Updates are counted by ``count_update`` after each optimizer step
+    (``espnet_amortized.updates``), not per forward: with ``accum_grad`` N
+    one update takes N forwards. The counter and the multiplier are floating
+    point buffers, so ESPnet's checkpoint averaging averages them (it sums
+    integer buffers), and a resumed run continues both.
     """
 
     def __init__(
@@ -37,42 +69,125 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
         compute_weight: float = 0.0,
         compute_regularizer: str = "linear",
         compute_target: float = 0.4,
+        compute_measure: str = "layers",
+        compute_multiplier_rate: float = 0.5,
         compute_warmup_steps: int = 0,
+        compute_penalty: float = 100.0,
+        compute_budget_bins: int = 8,
         **kwargs,
     ):
         check_compute_options(compute_weight, compute_regularizer, compute_target)
+        if compute_measure not in COMPUTE_MEASURES:
+            raise ValueError(
+                f"compute_measure must be one of {', '.join(map(repr, COMPUTE_MEASURES))}; got {compute_measure!r}"
+            )
+        if compute_multiplier_rate < 0:
+            raise ValueError(f"compute_multiplier_rate must be >= 0, got {compute_multiplier_rate}")
+        if compute_penalty < 0:
+            raise ValueError(f"compute_penalty must be >= 0, got {compute_penalty}")
         if compute_warmup_steps < 0:
             raise ValueError(f"compute_warmup_steps must be >= 0, got {compute_warmup_steps}")
+        if compute_budget_bins < 1:
+            raise ValueError(f"compute_budget_bins must be >= 1, got {compute_budget_bins}")
         super().__init__(*args, **kwargs)
+        self.budget_conditioned = bool(getattr(self.encoder, "budget_conditioning", False))
+        if self.budget_conditioned and (compute_regularizer != "budget" or compute_measure != "encoder"):
+            raise ValueError(
+                "a budget-conditioned encoder (budget_conditioning: true) needs compute_regularizer: budget and "
+                f"compute_measure: encoder (its budget is the whole encoder's); got {compute_regularizer!r}, "
+                f"{compute_measure!r}"
+            )
         self.compute_weight = compute_weight
         self.compute_regularizer = compute_regularizer
         self.compute_target = compute_target
+        self.compute_measure = compute_measure
+        self.compute_multiplier_rate = compute_multiplier_rate
         self.compute_warmup_steps = compute_warmup_steps
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self.compute_penalty = compute_penalty
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.float64))
+        self.compute_budget_bins = compute_budget_bins
+        bins = (compute_budget_bins + 1,) if self.budget_conditioned else ()
+        self.register_buffer("compute_multiplier", torch.full(bins, float(compute_weight), dtype=torch.float64))
+        # Per forward: each utterance's executed compute minus its target, and its multiplier bin (dual ascent).
+        self._violations_since_update: List[Tuple[torch.Tensor, torch.Tensor]] = []
         self.nonfinite_batches = 0  # in this process, for the warning
 
-    def current_compute_weight(self) -> float:
-        return self.compute_weight if int(self.num_updates) >= self.compute_warmup_steps else 0.0
+    @property
+    def warming_up(self) -> bool:
+        return int(self.num_updates) < self.compute_warmup_steps
+
+    def budget_bins(self, budgets: Optional[torch.Tensor], batch: int, device) -> torch.Tensor:
+        """(B,) multiplier index per utterance: 0 without budgets; b = 1 has the last bin."""
+        if budgets is None:
+            return torch.zeros(batch, dtype=torch.long, device=device)
+        low, bins = self.encoder.budget_min, self.compute_budget_bins
+        index = ((budgets - low) / max(1.0 - low, 1e-9) * bins).floor().long().clamp(0, bins - 1)
+        return torch.where(budgets >= 1.0, torch.full_like(index, bins), index)
+
+    def compute_term(self, regularizer: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+        """The training loss's compute term for per-utterance regularisers (B,) (0 while warming up).
+
+        ``budget``: sum over bins k of (n_k / B) (multiplier_k v_k + rho / 2 v_k^2), v_k the mean of
+        bin k's utterances; the others: ``compute_weight`` times the mean.
+        """
+        if self.warming_up:
+            return regularizer.new_zeros(())
+        if self.compute_regularizer != "budget":
+            return self.compute_weight * regularizer.mean()
+        count = self.compute_multiplier.numel()
+        sizes = torch.bincount(bins, minlength=count).to(regularizer.dtype)
+        sums = regularizer.new_zeros(count).index_add(0, bins, regularizer)
+        means = sums / sizes.clamp(min=1.0)
+        multipliers = self.compute_multiplier.reshape(-1).to(regularizer.dtype)
+        return ((sizes / regularizer.numel()) * (multipliers * means + 0.5 * self.compute_penalty * means**2)).sum()
+
+    @torch.no_grad()
+    def count_update(self) -> None:
+        """One optimizer update done: advance the counter and take the multipliers' dual-ascent step."""
+        violations, self._violations_since_update = self._violations_since_update, []
+        if self.compute_regularizer == "budget" and not self.warming_up and violations:
+            values = torch.cat([v for v, _ in violations]).to(torch.float64).cpu()
+            bins = torch.cat([b for _, b in violations]).cpu()
+            count = self.compute_multiplier.numel()
+            sizes = torch.bincount(bins, minlength=count).to(torch.float64)
+            means = torch.zeros(count, dtype=torch.float64).index_add(0, bins, values) / sizes.clamp(min=1.0)
+            step = (self.compute_multiplier_rate * means).reshape(self.compute_multiplier.shape)
+            self.compute_multiplier += step.to(self.compute_multiplier.device)  # bins without utterances: 0
+        self.num_updates += 1
 
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
         loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
         info = getattr(self.encoder, "gate_info", None)
+        violations = None
         if info is not None:
-            expected = expected_layer_ratio(self.encoder, info.probs, info.valid, info.allowed)
-            regularizer = compute_regularizer(expected, self.compute_regularizer, self.compute_target)
-            loss = loss + self.current_compute_weight() * regularizer
+            lengths = info.input_lengths.tolist()
+            expected = expected_compute(self.encoder, info.probs, info.valid, info.allowed, lengths)
+            expected = expected.measure(self.compute_measure)
+            targets = self.compute_target if info.budgets is None else info.budgets.to(expected.dtype)
+            regularizer = compute_regularizer(expected, self.compute_regularizer, targets)  # (B,)
+            bins = self.budget_bins(info.budgets, expected.numel(), expected.device)
+            stats["loss_asr"] = loss.detach()
+            violations = None
             if self.training:
-                self.num_updates += 1
-            report = count_macs(self.encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist())
+                loss = loss + self.compute_term(regularizer, bins)
+                executed = expected_compute(self.encoder, info.gates.detach(), info.valid, info.allowed, lengths)
+                violations = (executed.measure(self.compute_measure).detach() - targets, bins)
+            report = count_macs(self.encoder, info.gates, info.valid, info.allowed, lengths)
             device = loss.device
             stats.update(
                 loss=loss.detach(),
-                loss_compute=regularizer.detach().reshape(1),
-                compute_expected=expected.detach().reshape(1),
+                loss_compute=regularizer.detach().mean().reshape(1),
+                compute_expected=expected.detach().mean().reshape(1),
                 compute_ratio=torch.tensor([report.layer_ratio], device=device),
                 compute_ratio_encoder=torch.tensor([report.encoder_ratio], device=device),
             )
+            if self.compute_regularizer == "budget":
+                multiplier = self.compute_multiplier.detach().mean()  # of the bins, with budgets
+                stats["compute_multiplier"] = multiplier.to(device, torch.float32).reshape(1)
         finite = bool(torch.isfinite(loss.detach()).all())
+        if finite and violations is not None:
+            # ESPnet skips the update of a non-finite batch: its compute must not move the multipliers either
+            self._violations_since_update.append(violations)
         if not finite:
             self.nonfinite_batches += 1
             logging.warning(

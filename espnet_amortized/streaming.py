@@ -23,7 +23,8 @@ import torch
 
 from espnet_amortized import register
 from espnet_amortized._espnet import text_converters
-from espnet_amortized.checks import load_asr_model
+from espnet_amortized.checks import load_asr_model, set_compute_knobs
+from espnet_amortized.compute import SearchMacCounter
 from espnet_amortized.search import BeamTransducerSearch, GreedyTransducerSearch
 
 register()
@@ -92,6 +93,7 @@ class Speech2TextStreaming:
         asr_model_file,
         gate_threshold: Optional[float] = None,
         chunk_size: Optional[int] = None,
+        compute_budget: Optional[float] = None,
         beam_size: int = 1,
         max_symbols_per_frame: int = 4,
         score_norm: bool = False,
@@ -113,8 +115,7 @@ class Speech2TextStreaming:
             raise ValueError(f"{asr_train_config}: encoder {type(model.encoder).__name__} cannot stream")
         if getattr(model, "joint_network", None) is None:
             raise ValueError(f"{asr_train_config}: not a transducer model")
-        if gate_threshold is not None:
-            model.encoder.gate_threshold = gate_threshold  # the encoder checks the range
+        set_compute_knobs(model.encoder, gate_threshold, compute_budget)
         if chunk_size is not None:  # meaningful for models trained with dynamic_chunk_training
             if chunk_size <= 0:
                 raise ValueError(f"chunk_size must be > 0 (encoder frames), got {chunk_size}")
@@ -131,9 +132,11 @@ class Speech2TextStreaming:
                 model.decoder, model.joint_network, model.blank_id, beam_size, max_symbols_per_frame, score_norm,
                 length_bonus=length_bonus,
             )
+        self.search_macs = SearchMacCounter(model.decoder, model.joint_network).attach()
         self.reset()
 
     def reset(self) -> None:
+        self.search_macs.reset()  # prediction + joint network MACs of this utterance (its initial step included)
         self.fbank = StreamingFbank()
         self.encoder_seconds = 0.0  # time in encoder.forward_chunk for this utterance
         self.encoder_state = self.model.encoder.init_state()

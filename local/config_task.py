@@ -2,6 +2,7 @@
 """Print the ESPnet task of each training config, one per line: asr or asr_transducer.
 
     python local/config_task.py conf/train_dense.yaml conf/tuning/train_espnet_transducer_conformer.yaml
+    python local/config_task.py --budget_conditioned conf/train_amortized.yaml   # true or false
 
 The rule is espnet_amortized/recipe/tasks.py's, loaded from its file so that
 neither the package nor ESPnet is imported (10 s each time the recipe asks).
@@ -24,10 +25,15 @@ def load_tasks_module():
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", type=pathlib.Path)
+    parser.add_argument("--budget_conditioned", action="store_true",
+                        help="print whether each config's encoder takes a compute budget instead (true/false)")
     args = parser.parse_args(argv)
     tasks = load_tasks_module()
     for config in args.configs:
-        print(tasks.task_of(config))
+        if args.budget_conditioned:
+            print("true" if tasks.budget_conditioned(config) else "false")
+        else:
+            print(tasks.task_of(config))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 
 - ``pareto_<set>.png``: WER (95% bootstrap interval) against the layer compute
   ratio and against GFLOPs per second of audio, one point per model and
-  decode-time threshold; models with a dense encoder (ratio 1) are the
-  baselines and drawn as stars.
+  decode-time threshold or budget (a budget-conditioned model's budgets are
+  one curve); models with a dense encoder (ratio 1) are the baselines and
+  drawn as stars.
 - ``training_curves.png``: train/valid loss and compute ratio per epoch, from
   each experiment's ``train.log``.
 - ``compute_<model>_<utterance>.png``: an utterance's fbank above and, below,
@@ -35,11 +36,15 @@ def _pyplot():
 
 def point_labels(row: Dict, test_set: str):
     """(annotation, legend entry or None) of one decoding in the Pareto plot: a model's own decoding is named
-    with its algorithmic latency in the legend; its other decodings by their threshold, or as full context."""
+    with its algorithmic latency in the legend; its other decodings by their threshold or budget, or as full
+    context."""
     name = row["model"].removeprefix("asr_")
     if row.get("own", row["decode"].endswith(test_set)):
         latency = row.get("latency_ms")
         return name, f"{name} ({'latency unknown' if latency is None else f'{latency:.0f} ms'})"
+    budget = re.search(r"_b([\d.]+)$", row["decode"])
+    if budget:  # a budget-conditioned model at one of its budgets
+        return f"b={float(budget.group(1)):g}", None
     if "_th" not in row["decode"]:  # an asr_transducer model's offline decode: its encoder saw the whole utterance
         return "full context", None
     threshold = row.get("gate_threshold")  # a dense model decoded at a threshold has none of its own: its folder's

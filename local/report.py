@@ -21,6 +21,7 @@ import pathlib
 import platform
 import re
 import time
+from typing import Optional
 
 from config_task import load_tasks_module
 from score import score
@@ -45,7 +46,9 @@ def count_parameters(model_file: pathlib.Path) -> int:
     import torch
 
     state = torch.load(model_file, map_location="cpu", weights_only=True)
-    return sum(tensor.numel() for name, tensor in state.items() if tensor.is_floating_point() and "num_updates" not in name)
+    counters = ("num_updates", "compute_multiplier")  # the amortized model's schedule buffers, not weights
+    return sum(tensor.numel() for name, tensor in state.items()
+               if tensor.is_floating_point() and not name.endswith(counters))
 
 
 def streams_only_when_streamed(exp: pathlib.Path) -> bool:
@@ -56,11 +59,12 @@ def streams_only_when_streamed(exp: pathlib.Path) -> bool:
 
 
 def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
-    """decode_<set> and decode_<set>_th<threshold> (one per decode-time gate threshold);
-    decode_streaming_<set>* for streaming decoding. Offline, a model that is at its streaming latency only when
+    """decode_<set>, decode_<set>_th<threshold> (one per decode-time gate threshold) and decode_<set>_b<budget>
+    (one per budget of a budget-conditioned model, by budget); decode_streaming_<set>* for streaming decoding. Offline, a model that is at its streaming latency only when
     streamed (streams_only_when_streamed) comes with its streaming decode first: the row its summary reports."""
     prefix = f"decode_{test_set}" if mode == "offline" else f"decode_streaming_{test_set}"
-    found = [d for d in [exp / prefix, *sorted(exp.glob(f"{prefix}_th*"))] if d.is_dir()]
+    budgets = sorted(exp.glob(f"{prefix}_b*"), key=lambda d: float(d.name[len(prefix) + 2:]))
+    found = [d for d in [exp / prefix, *sorted(exp.glob(f"{prefix}_th*")), *budgets] if d.is_dir()]
     if mode == "offline" and streams_only_when_streamed(exp):
         streamed = exp / f"decode_streaming_{test_set}"
         if not streamed.is_dir():
@@ -73,8 +77,17 @@ def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
 
 
 def is_default_decoding(decode: pathlib.Path, test_set: str) -> bool:
-    """decode_<set> or decode_streaming_<set>, not a decode-time threshold variant (decode_<set>_th<threshold>)."""
+    """decode_<set> or decode_streaming_<set>, not a decode-time variant (decode_<set>_th<threshold>, _b<budget>)."""
     return decode.name.endswith(test_set)
+
+
+def own_decoding(found, test_set: str):
+    """The decoding a model's summary row reports: its first default decoding, else (a budget-conditioned
+    model decoded only at budgets) its largest budget's."""
+    if is_default_decoding(found[0], test_set):
+        return found[0]
+    budgets = [d for d in found if re.search(r"_b[\d.]+$", d.name)]
+    return budgets[-1] if budgets else None
 
 
 def add_statistics(rows, resamples: int = 1000) -> None:
@@ -102,7 +115,9 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
         parameters = count_parameters(model_file) if model_file.is_file() else None
         latency_ms, full_context_offline = describe_model(exp)["latency_ms"], streams_only_when_streamed(exp)
         for test_set in test_sets:
-            for position, decode in enumerate(decode_dirs(exp, test_set, mode)):
+            found = decode_dirs(exp, test_set, mode)
+            own_decode = own_decoding(found, test_set)
+            for decode in found:
                 hyp = decode / "1best_recog" / "text"
                 if not hyp.is_file():
                     raise FileNotFoundError(f"{hyp} is missing: rerun stage 5 (decoding)")
@@ -112,7 +127,8 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                     {
                         "model": exp.name, "test_set": test_set, "parameters": parameters,
                         "decode": decode.name, "gate_threshold": summary.get("gate_threshold"),
-                        "own": position == 0 and is_default_decoding(decode, test_set),
+                        "compute_budget": summary.get("compute_budget"),
+                        "own": decode == own_decode,
                         # None: this decoding is not streamed (an asr_transducer model decoded offline)
                         "latency_ms": (None if full_context_offline and not decode.name.startswith("decode_streaming_")
                                        else latency_ms),
@@ -122,6 +138,7 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                         "compute_ratio_layers": summary.get("compute_ratio_layers"),
                         "compute_ratio_encoder": summary.get("compute_ratio_encoder"),
                         "gflops_per_second": summary["gflops_per_second"],
+                        "gflops_per_second_search": search_gflops(summary),
                         "rtf": summary["rtf"], "encoder_rtf": summary.get("encoder_rtf"),
                         # streaming decodings only
                         "beam_size": summary.get("beam_size"),
@@ -214,6 +231,11 @@ def describe_model(exp: pathlib.Path):
         )
         gated = encoder_conf.get("gate_unit", "unit") != "none"
         description["role"] = "gated" if gated else "dense"
+        model_conf = conf.get("model_conf") or {}
+        if gated and encoder_conf.get("budget_conditioning", False):
+            description["role"] = "budget"
+        elif gated and model_conf.get("compute_regularizer") == "budget":
+            description["target_budget"] = model_conf.get("compute_target", 0.4)  # a dedicated model's budget
         chunk_frames = encoder_conf.get("chunk_size", 16) * embed.stride
         description["latency_ms"] = 10.0 * (chunk_frames + embed.receptive_field - embed.stride)
         if description["front_end"] == "dw_striding":
@@ -267,14 +289,36 @@ def summarize(rows, exps, test_sets):
             "model": exp.name, "config": training_config(exp), "parameters": first["parameters"],
             "compute_ratio_layers": first["compute_ratio_layers"], "compute_ratio_encoder": first["compute_ratio_encoder"],
             "gflops_per_second": first["gflops_per_second"], "decoding": first["decode"].replace(test_sets[0], "<set>"),
+            "gflops_per_second_search": first["gflops_per_second_search"],
             "decode_rtf": first["rtf"],
             "sets": {name: {key: row.get(key) for key in ("wer", "wer_low", "wer_high", "vs_baseline")}
                      for name, row in own.items()},
             "streaming_rtf": json.loads(streaming.read_text())["rtf"] if streaming.is_file() else None,
+            **budget_results(rows, exp.name),
             "training_seconds": seconds,
             "hardware": None if ngpu is None else (f"{ngpu} GPU" if ngpu else "CPU, 1 thread"),
         })
     return summary
+
+
+def search_gflops(summary) -> Optional[float]:
+    """The transducer search's prediction + joint network GFLOPs per audio second (None: not counted)."""
+    parts = [summary.get(f"gflops_per_second_{network}") for network in ("prediction", "joint")]
+    return None if None in parts else sum(parts)
+
+
+def budget_results(rows, model: str) -> dict:
+    """A budget-conditioned model's decodings per budget: {"budgets": {"0.35": {"compute_ratio_encoder": ...,
+    "wer": {set: [wer, low, high]}}, ...}} (the first test set's compute); {} for other models."""
+    budgets = {}
+    for row in rows:
+        if row["model"] != model or row.get("compute_budget") is None or not re.search(r"_b[\d.]+$", row["decode"]):
+            continue
+        entry = budgets.setdefault(f"{row['compute_budget']:g}", {"compute_ratio_encoder": None, "wer": {}})
+        if entry["compute_ratio_encoder"] is None:
+            entry["compute_ratio_encoder"] = row["compute_ratio_encoder"]
+        entry["wer"][row["test_set"]] = [row["wer"], row.get("wer_low"), row.get("wer_high")]
+    return {"budgets": budgets} if budgets else {}
 
 
 def format_summary(summary, test_sets) -> str:
@@ -304,10 +348,10 @@ def format_summary(summary, test_sets) -> str:
 
 def format_markdown(rows, mode: str = "offline") -> str:
     header = (
-        "| model | params | decoding | gate threshold | WER % (S/D/I) | 95% CI | vs first model: delta [95% CI], P(not worse) "
-        "| compute ratio layers | compute ratio encoder | GFLOPs / audio s | RTF | encoder RTF |"
+        "| model | params | decoding | gate threshold | compute budget | WER % (S/D/I) | 95% CI | vs first model: delta [95% CI], P(not worse) "
+        "| compute ratio layers | compute ratio encoder | GFLOPs / audio s | search GFLOPs / audio s | RTF | encoder RTF |"
     )
-    columns = 12
+    columns = 14
     if mode == "streaming":
         header += " beam | piece latency mean / p95 ms | algorithmic latency ms |"
         columns += 3
@@ -315,12 +359,13 @@ def format_markdown(rows, mode: str = "offline") -> str:
     for r in rows:
         params = f"{r['parameters'] / 1e6:.2f} M" if r["parameters"] else "-"
         threshold = "-" if r["gate_threshold"] is None else f"{r['gate_threshold']:g}"
+        budget = "-" if r.get("compute_budget") is None else f"{r['compute_budget']:g}"
         encoder_rtf = "-" if r["encoder_rtf"] is None else f"{r['encoder_rtf']:.4f}"
         line = (
-            f"| {r['model']} | {params} | {r['decode']} | {threshold} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
+            f"| {r['model']} | {params} | {r['decode']} | {threshold} | {budget} | {r['wer']:.2f} ({r['sub']:.1f}/{r['del']:.1f}/{r['ins']:.1f}) "
             f"| {_interval(r)} | {_versus(r)} "
             f"| {r['compute_ratio_layers']:.3f} | {r['compute_ratio_encoder']:.3f} | {r['gflops_per_second']:.3f} "
-            f"| {r['rtf']:.4f} | {encoder_rtf} |"
+            f"| {_number(r['gflops_per_second_search'], 3)} | {r['rtf']:.4f} | {encoder_rtf} |"
         )
         if mode == "streaming":
             line += (

@@ -43,3 +43,37 @@ def test_bpe_model_must_match_the_token_list(bpe):
     with pytest.raises(FileNotFoundError, match="missing.model: the BPE model named by config.yaml is missing"):
         check_tokenizer("bpe", model.parent / "missing.model", token_list, "config.yaml")
     check_tokenizer("char", None, ["<blank>", "A"])  # nothing to check for characters
+
+
+def test_compute_knobs_are_checked_and_set():
+    import pytest
+
+    from espnet_amortized.checks import set_compute_knobs
+    from tests.conftest import small_encoder
+
+    conditioned, plain = small_encoder(budget_conditioning=True), small_encoder()
+    set_compute_knobs(conditioned, gate_threshold=0.3, compute_budget=0.35)
+    assert conditioned.compute_budget == 0.35 and conditioned.gate_threshold == 0.3
+    for bad in (-0.01, 1.5):
+        with pytest.raises(ValueError, match=r"--compute_budget must be in \[0, 1\]"):
+            set_compute_knobs(conditioned, compute_budget=bad)
+    with pytest.raises(ValueError, match="--compute_budget 0.5: the encoder AmortizedTransformerEncoder has no budget"):
+        set_compute_knobs(plain, compute_budget=0.5)
+    set_compute_knobs(plain)  # nothing asked: the trained model's knobs
+    assert plain.gate_threshold == 0.5
+
+
+def test_decoders_refuse_a_budget_outside_the_unit_interval(saved_model, tmp_path):
+    import pytest
+
+    from espnet_amortized.bin import asr_decode
+    from espnet_amortized.streaming import Speech2TextStreaming
+
+    config, model = saved_model
+    with pytest.raises(ValueError, match="--compute_budget must be in"):
+        asr_decode.main(["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(tmp_path),
+                         "--output_dir", str(tmp_path / "out"), "--compute_budget", "1.5"])
+    with pytest.raises(ValueError, match="--compute_budget must be in"):
+        Speech2TextStreaming(config, model, compute_budget=-0.5)
+    with pytest.raises(ValueError, match="no budget input"):
+        Speech2TextStreaming(config, model, compute_budget=0.5)

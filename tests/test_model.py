@@ -70,3 +70,135 @@ def test_stock_encoder_trains_through_the_amortized_model_unchanged():
     )
     loss, stats, _ = model(*_toy_batch())
     assert torch.isfinite(loss).all() and "compute_ratio" not in stats
+
+
+def test_validation_loss_is_the_asr_loss_and_training_adds_the_compute_term():
+    torch.manual_seed(0)
+    model = build_espnet_model(ENCODER, dict(compute_weight=2.0, ctc_weight=0.3))
+    loss, stats, _ = model(*_toy_batch())
+    assert float(loss) == pytest.approx(float(stats["loss_asr"] + 2.0 * stats["loss_compute"]), rel=1e-5)
+    model.eval()
+    with torch.no_grad():
+        loss, stats, _ = model(*_toy_batch())
+    assert float(stats["loss_compute"]) > 0.1  # still reported
+    assert float(loss) == float(stats["loss_asr"]) == float(stats["loss"])
+
+
+def _train_to_budget(target, initial_logit, steps=120):
+    """The budget controller on the toy batch, with our optimizer hook; the executed compute of every update."""
+    from espnet_amortized.updates import count_updates
+
+    torch.manual_seed(0)
+    encoder = dict(ENCODER, gate_initial_logit=initial_logit, arbitrator_hidden_size=8, temperature_anneal_steps=1)
+    model = build_espnet_model(encoder, dict(compute_regularizer="budget", compute_target=target, ctc_weight=0.3,
+                                             compute_multiplier_rate=0.5, compute_penalty=100.0))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    count_updates(model, optimizer)
+    executed, multipliers = [], []
+    for _ in range(steps):
+        loss, stats, _ = model(*_toy_batch())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        executed.append(float(stats["compute_ratio"]))
+        multipliers.append(float(model.compute_multiplier))
+    return executed, multipliers
+
+
+@pytest.mark.parametrize("target, initial_logit", [(0.5, 3.0), (0.6, -3.0)], ids=["from_above", "from_below"])
+def test_budget_controller_lands_on_the_target_from_either_side(target, initial_logit):
+    executed, multipliers = _train_to_budget(target, initial_logit)
+    assert abs(executed[0] - target) > 0.3  # starts far away
+    last = executed[-30:]
+    assert abs(sum(last) / len(last) - target) < 0.06
+    # the multiplier pushes down from above (positive) and up from below (negative)
+    assert (multipliers[-1] > 0) == (initial_logit > 0)
+
+
+def test_checkpoint_averaging_averages_the_counters_and_the_multiplier(tmp_path):
+    from espnet2.main_funcs.average_nbest_models import average_nbest_models
+    from espnet2.train.reporter import Reporter
+
+    model = build_espnet_model(ENCODER, dict(compute_regularizer="budget", compute_target=0.5))
+    reporter = Reporter()
+    for epoch, (updates, multiplier) in enumerate([(100, 2.0), (200, 4.0)], start=1):
+        reporter.set_epoch(epoch)
+        with reporter.observe("valid") as sub:
+            sub.register({"loss": 1.0 / epoch})
+        model.num_updates.fill_(updates)
+        model.encoder.num_updates.fill_(updates)
+        model.compute_multiplier.fill_(multiplier)
+        torch.save(model.state_dict(), tmp_path / f"{epoch}epoch.pth")
+    average_nbest_models(tmp_path, reporter, [("valid", "loss", "min")], nbest=2)
+    averaged = torch.load(tmp_path / "valid.loss.ave_2best.pth")
+    assert float(averaged["num_updates"]) == float(averaged["encoder.num_updates"]) == 150.0
+    assert float(averaged["compute_multiplier"]) == 3.0
+    model.load_state_dict(averaged)  # and the averaged model loads
+
+
+def test_budget_options_are_checked():
+    with pytest.raises(ValueError, match="compute_multiplier_rate"):
+        build_espnet_model(ENCODER, dict(compute_regularizer="budget", compute_multiplier_rate=-1.0))
+    with pytest.raises(ValueError, match="compute_penalty"):
+        build_espnet_model(ENCODER, dict(compute_regularizer="budget", compute_penalty=-1.0))
+    with pytest.raises(ValueError, match="compute_measure"):
+        build_espnet_model(ENCODER, dict(compute_measure="decoder"))
+
+
+BUDGET_ENCODER = dict(ENCODER, gate_initial_logit=3.0, arbitrator_hidden_size=8, temperature_anneal_steps=1,
+                      input_layer="stack", budget_conditioning=True, budget_min=0.5, budget_full_fraction=0.25)
+
+
+def test_budget_bins_map_each_budget_and_the_full_budget_has_its_own():
+    model = build_espnet_model(BUDGET_ENCODER, dict(compute_regularizer="budget", compute_measure="encoder",
+                                                    compute_budget_bins=4))
+    assert model.compute_multiplier.shape == (5,)
+    bins = model.budget_bins(torch.tensor([0.5, 0.6249, 0.63, 0.99, 1.0]), 5, "cpu")
+    assert bins.tolist() == [0, 0, 1, 3, 4]
+    # one bin: the single-target Lagrangian, multiplier x mean + rho / 2 x mean^2
+    single = build_espnet_model(ENCODER, dict(compute_regularizer="budget", compute_target=0.5, compute_weight=2.0,
+                                              compute_penalty=10.0))
+    regularizer = torch.tensor([0.1, -0.3, 0.4])
+    term = single.compute_term(regularizer, torch.zeros(3, dtype=torch.long))
+    assert float(term) == pytest.approx(2.0 * 0.2 / 3 + 5.0 * (0.2 / 3) ** 2)
+
+
+def test_budget_conditioned_encoder_needs_the_budget_regulariser_on_the_encoder():
+    for model_conf in (dict(compute_regularizer="target"), dict(compute_regularizer="budget", compute_measure="layers")):
+        with pytest.raises(ValueError, match="budget-conditioned encoder"):
+            build_espnet_model(BUDGET_ENCODER, model_conf)
+
+
+def test_one_budget_conditioned_model_holds_each_budget_it_is_given():
+    """Trained with budgets drawn per utterance, one multiplier per budget bin: the executed whole-encoder
+    compute follows the budget input (sampled gates, as in training), and the decode-time knob is monotone."""
+    from espnet_amortized.compute import count_macs
+    from espnet_amortized.updates import count_updates
+
+    torch.manual_seed(0)
+    model = build_espnet_model(BUDGET_ENCODER, dict(compute_regularizer="budget", compute_measure="encoder",
+                                                    ctc_weight=0.3, compute_budget_bins=2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    count_updates(model, optimizer)
+    speech, speech_lengths, text, text_lengths = _toy_batch()
+    for _ in range(150):
+        loss, _, _ = model(speech, speech_lengths, text.clone(), text_lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def executed(budget, repeats):
+        ratios = []
+        for _ in range(repeats):
+            with torch.no_grad():
+                model.encoder(speech, speech_lengths, budgets=torch.full((4,), budget))
+            info = model.encoder.gate_info
+            ratios.append(count_macs(model.encoder, info.gates, info.valid, info.allowed,
+                                     info.input_lengths.tolist()).encoder_ratio)
+        return sum(ratios) / repeats
+
+    for budget in (0.55, 0.7, 0.85):
+        assert executed(budget, 5) == pytest.approx(budget, abs=0.06)
+    model.eval()
+    decoded = [executed(budget, 1) for budget in (0.55, 0.7, 0.85, 1.0)]
+    assert decoded == sorted(decoded) and decoded[0] < decoded[-1] - 0.2

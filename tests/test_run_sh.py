@@ -107,7 +107,7 @@ def test_egs_entry_points_select_the_corpus(corpus, train_set):
 def test_decoding_at_a_list_of_gate_thresholds(recipe):
     work, _ = recipe
     log = _run(work, "--stage", "5", "--stop_stage", "6", "--test_sets", "test_clean", "--gate_thresholds", "0.2 0.8")
-    assert "gate threshold: 0.8" in log
+    assert "compute knob: th0.8" in log
     summaries = {}
     for threshold in ("0.2", "0.8"):
         summary = work / "exp" / "asr_amortized" / f"decode_test_clean_th{threshold}" / "summary.json"

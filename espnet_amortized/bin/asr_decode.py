@@ -22,6 +22,7 @@ convolutions, 2 FLOPs per MAC).
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import pathlib
@@ -34,8 +35,8 @@ import yaml
 
 from espnet_amortized import register
 from espnet_amortized._espnet import speech2text_class
-from espnet_amortized.checks import load_asr_model
-from espnet_amortized.compute import count_macs, summarize_records
+from espnet_amortized.checks import load_asr_model, set_compute_knobs
+from espnet_amortized.compute import SearchMacCounter, count_macs, summarize_records
 
 register()
 log = logging.getLogger("asr_decode")
@@ -111,6 +112,23 @@ class ComputeProbe:
         return result
 
 
+def search_mac_counter(model):
+    """The transducer's prediction + joint network MACs (``compute.SearchMacCounter``); none without a joint network."""
+    if getattr(model, "joint_network", None) is None:
+        return contextlib.nullcontext(NoSearchMacs())
+    return SearchMacCounter(model.decoder, model.joint_network)
+
+
+class NoSearchMacs:
+    """An attention-decoder model: its search is not counted (no ``macs_prediction``/``macs_joint``)."""
+
+    def reset(self) -> None:
+        pass
+
+    def as_dict(self) -> Dict:
+        return {}
+
+
 SEARCHES = ("beam", "greedy", "espnet")
 
 
@@ -183,19 +201,17 @@ def decode(args) -> Dict:
         )
     model = speech2text.asr_model
     encoder = model.encoder
-    if args.gate_threshold is not None:
-        if not hasattr(encoder, "gate_threshold"):
-            raise ValueError(f"--gate_threshold: the encoder {type(encoder).__name__} has no gates")
-        encoder.gate_threshold = args.gate_threshold  # the encoder checks the range
+    set_compute_knobs(encoder, args.gate_threshold, args.compute_budget)
     out = args.output_dir / "1best_recog"
     out.mkdir(parents=True, exist_ok=True)
     texts, tokens, scores, records = [], [], [], []
     from tqdm import tqdm
 
     changes = []
-    with ComputeProbe(encoder) as probe:
+    with ComputeProbe(encoder) as probe, search_mac_counter(model) as search_macs:
         for key, speech, seconds in tqdm(list(iterate_data(args.data, changes)), desc=f"decoding {args.data.name}", unit="utt", disable=None):
             probe.encoder_seconds = 0.0
+            search_macs.reset()
             start = time.perf_counter()
             if np.ndim(speech) == 1 and model.frontend is None:  # audio, for a model trained on the recipe's fbank
                 from espnet_amortized.streaming import kaldi_fbank
@@ -214,6 +230,7 @@ def decode(args) -> Dict:
                 (args.output_dir / "gates").mkdir(exist_ok=True)
                 np.save(args.output_dir / "gates" / f"{key}.npy", info.gates[0].numpy().astype(np.uint8))
             record.update(probe.measure(seconds))
+            record.update(search_macs.as_dict())
             records.append(record)
     for name, lines in (("text", texts), ("token", tokens), ("score", scores)):
         (out / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -222,6 +239,7 @@ def decode(args) -> Dict:
             handle.write(json.dumps(record) + "\n")
     summary = summarize(records)
     summary["gate_threshold"] = encoder.gate_threshold if getattr(encoder, "gated", False) else None
+    summary["compute_budget"] = encoder.compute_budget if getattr(encoder, "budget_conditioning", False) else None
     summary["encoder"] = type(encoder).__name__
     summary["resampled_utterances"] = changes.count("resampled")
     summary["downmixed_utterances"] = changes.count("downmixed")
@@ -261,6 +279,8 @@ def get_parser() -> argparse.ArgumentParser:
                            "decode YAML: search (beam | greedy | espnet), beam_size, max_symbols_per_frame, "
                            "length_bonus, transducer_conf (score_norm; espnet: ESPnet's options)")
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
+    parser.add_argument("--compute_budget", type=float,
+                        help="whole-encoder compute budget in [0, 1] (a budget-conditioned encoder)")
     parser.add_argument("--save_gates", type=int, default=3, help="save the unit decisions of this many utterances")
     return parser
 

@@ -2,7 +2,7 @@
 
     python -m espnet_amortized.bin.asr_inference_streaming --asr_train_config exp/m/config.yaml \\
         --asr_model_file exp/m/valid.loss.ave.pth --data data/test_clean --output_dir exp/m/stream_test_clean \\
-        [--config conf/decode.yaml] [--beam_size 4] [--length_bonus 0.0] [--piece_ms 160] [--gate_threshold 0.5]
+        [--config conf/decode.yaml] [--beam_size 4] [--length_bonus 0.0] [--piece_ms 160] [--gate_threshold 0.5] [--compute_budget 0.5]
 
 Reads ``wav.scp`` (16 kHz audio) and feeds each utterance in pieces of
 ``--piece_ms`` to ``Speech2TextStreaming`` (streaming fbank, encoder cache,
@@ -40,6 +40,7 @@ def decode(args) -> dict:
     length_bonus = args.length_bonus if args.length_bonus is not None else float(options.get("length_bonus", 0.0))
     s2t = Speech2TextStreaming(
         args.asr_train_config, args.asr_model_file, gate_threshold=args.gate_threshold, chunk_size=args.chunk_size,
+        compute_budget=args.compute_budget,
         beam_size=beam_size,
         max_symbols_per_frame=args.max_symbols_per_frame, score_norm=score_norm, length_bonus=length_bonus,
     )
@@ -68,7 +69,7 @@ def decode(args) -> dict:
                       "encoder_seconds": s2t.encoder_seconds,
                       "piece_latency_mean_ms": 1e3 * float(np.mean(latencies)),
                       "piece_latency_p95_ms": 1e3 * float(np.percentile(latencies, 95)),
-                      "audio_changes": changes}
+                      "audio_changes": changes, **s2t.search_macs.as_dict()}
             if report is not None:
                 record.update(report.as_dict())
                 record["gflops_per_second"] = report.gflops_per_second(seconds)
@@ -89,6 +90,7 @@ def decode(args) -> dict:
         "piece_latency_p95_ms": float(np.percentile([r["piece_latency_p95_ms"] for r in records], 95)) if records else None,
         "algorithmic_latency_ms": encoder.chunk_size * encoder.embed.stride * 10.0,
         "gate_threshold": encoder.gate_threshold if getattr(encoder, "gated", False) else None,
+        "compute_budget": encoder.compute_budget if getattr(encoder, "budget_conditioning", False) else None,
         "beam_size": beam_size,
         "length_bonus": length_bonus,
         # Utterances read with a change (other sample rate, several channels); data prep's notes.txt lists them.
@@ -112,6 +114,8 @@ def get_parser() -> argparse.ArgumentParser:
                              "decode YAML (default there: 0.0)")
     parser.add_argument("--piece_ms", type=float, default=160.0, help="audio fed per call")
     parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
+    parser.add_argument("--compute_budget", type=float,
+                        help="whole-encoder compute budget in [0, 1] (a budget-conditioned encoder)")
     parser.add_argument("--chunk_size", type=int,
                         help="override the encoder's chunk (encoder frames; for models trained with dynamic chunks)")
     return parser

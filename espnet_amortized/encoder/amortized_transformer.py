@@ -38,6 +38,7 @@ class GateInfo:
     valid: torch.Tensor  # (B, T) bool
     allowed: torch.Tensor  # (T, T) bool chunk mask used
     input_lengths: torch.Tensor  # (B,) feature frames before subsampling
+    budgets: Optional[torch.Tensor] = None  # (B,) the compute budget of each utterance (budget_conditioning)
 
 
 class AmortizedTransformerEncoder(AbsEncoder):
@@ -74,7 +75,24 @@ class AmortizedTransformerEncoder(AbsEncoder):
         decision_unit: "frame" or "chunk" (one decision per chunk: the mean logit).
         kv_from_skipped: whether frames whose MHSA is skipped still provide
             keys/values to other frames.
-        gate_threshold: inference gate ``sigmoid(logit) > gate_threshold``.
+        key_gate_gradient: with ``kv_from_skipped: false``, whether the ASR
+            loss's gradient reaches a gate through its frame's key/value (the
+            attention weights are multiplied by the straight-through gates and
+            renormalised; False: the key is removed without a gradient, so only
+            the compute term sees what removing it saves).
+        budget_conditioning: the global arbitrator takes a compute budget b
+            (the whole encoder's executed / dense MACs) per utterance: in
+            training drawn from [budget_min, 1) uniformly, or 1 for a
+            ``budget_full_fraction`` of the utterances, and held by the model's
+            ``budget`` regulariser (``compute_measure: encoder``); at inference
+            ``compute_budget`` (one trained model, every budget).
+        budget_min: the smallest budget drawn in training, in (0, 1].
+        budget_full_fraction: the share of training utterances at b = 1, in [0, 1].
+        compute_budget: the inference budget, in [0, 1] (budget_conditioning only).
+        gate_threshold: inference gate ``sigmoid(logit) > gate_threshold``:
+            a unit runs where its probability under the training noise exceeds
+            it. Trained logits saturate, so it moves compute little; the
+            compute knob is ``compute_budget``.
         gate_initial_logit: initial arbitrator bias (units start on).
         temperature_initial, temperature_final, temperature_anneal_steps:
             Gumbel-sigmoid temperature schedule over training updates.
@@ -108,6 +126,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
         arbitrator_kernel_size: int = 3,
         decision_unit: str = "frame",
         kv_from_skipped: bool = False,
+        key_gate_gradient: bool = True,
+        budget_conditioning: bool = False,
+        budget_min: float = 0.25,
+        budget_full_fraction: float = 0.25,
+        compute_budget: float = 1.0,
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
         temperature_initial: float = 1.0,
@@ -138,6 +161,15 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 "need 0 < temperature_final <= temperature_initial, got "
                 f"{temperature_final} and {temperature_initial}"
             )
+        if budget_conditioning and (gate_unit == "none" or arbitrator != "global"):
+            raise ValueError(
+                "budget_conditioning needs the global arbitrator and gates (gate_unit unit or layer, "
+                f"arbitrator global); got gate_unit {gate_unit!r}, arbitrator {arbitrator!r}"
+            )
+        if not 0.0 < budget_min <= 1.0:
+            raise ValueError(f"budget_min must be in (0, 1], got {budget_min}")
+        if not 0.0 <= budget_full_fraction <= 1.0:
+            raise ValueError(f"budget_full_fraction must be in [0, 1], got {budget_full_fraction}")
         super().__init__()
         self._output_size = output_size
         self.num_blocks = num_blocks
@@ -151,6 +183,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.arbitrator_type = arbitrator
         self.decision_unit = decision_unit
         self.kv_from_skipped = kv_from_skipped
+        self.key_gate_gradient = key_gate_gradient
+        self.budget_conditioning = budget_conditioning
+        self.budget_min = budget_min
+        self.budget_full_fraction = budget_full_fraction
+        self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
         self.temperature_initial = temperature_initial
         self.temperature_final = temperature_final
@@ -186,13 +223,15 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 arbitrator_hidden_size,
                 arbitrator_kernel_size,
                 gate_initial_logit,
+                budget_conditioned=budget_conditioning,
             )
         for layer in self.encoders:
             if layer.local_gate is not None:
                 torch.nn.init.constant_(layer.local_gate.bias, gate_initial_logit)
-        # Training updates seen, for the temperature schedule; saved with the model
-        # so that a resumed run continues the schedule.
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        # Optimizer updates done, for the temperature schedule (``count_update``); saved with
+        # the model so that a resumed run continues the schedule; floating point, so that
+        # ESPnet's checkpoint averaging averages it (it sums integer buffers).
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.float64))
         # Decisions of the last forward (see GateInfo); None for gate_unit "none".
         self.gate_info: Optional[GateInfo] = None
 
@@ -213,6 +252,32 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"gate_threshold must be in [0, 1], got {value}")
         self._gate_threshold = float(value)
+
+    @property
+    def compute_budget(self) -> float:
+        return self._compute_budget
+
+    @compute_budget.setter
+    def compute_budget(self, value: float) -> None:
+        """The decode-time budget (whole-encoder compute ratio); checked wherever it is set."""
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"compute_budget must be in [0, 1], got {value}")
+        self._compute_budget = float(value)
+
+    def _budgets(self, batch: int, device) -> Optional[torch.Tensor]:
+        """(B,) budgets: drawn per utterance in training, ``compute_budget`` at inference; None unconditioned."""
+        if not self.budget_conditioning:
+            return None
+        if not self.training:
+            return torch.full((batch,), self.compute_budget, device=device)
+        drawn = self.budget_min + (1.0 - self.budget_min) * torch.rand(batch, device=device)
+        full = torch.rand(batch, device=device) < self.budget_full_fraction
+        return torch.where(full, torch.ones_like(drawn), drawn)
+
+    @torch.no_grad()
+    def count_update(self) -> None:
+        """One optimizer update done (called by ``espnet_amortized.updates``, not per forward)."""
+        self.num_updates += 1
 
     @property
     def temperature(self) -> float:
@@ -274,19 +339,19 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self,
         x: torch.Tensor,
         valid: torch.Tensor,
-        allowed: Optional[torch.Tensor],
         position: torch.Tensor,
         chunk: int,
         arbitrator_cache: Optional[torch.Tensor] = None,
         kv_cache: Optional[List[Optional[KeyValues]]] = None,
         forced_gates: Optional[torch.Tensor] = None,
         conv_cache: Optional[List[Optional[torch.Tensor]]] = None,
+        budgets: Optional[torch.Tensor] = None,
     ):
         """Run every layer on x (B, T, D); returns x, probs, gates, new caches.
 
         ``probs`` and ``gates`` (B, T, num_blocks, 2) are 1 for a dense
-        encoder; ``gates`` are 0 on padding. ``allowed`` (T, T) is the chunk
-        mask of the dense path (the sparse path evaluates it on positions).
+        encoder; ``gates`` are 0 on padding. Attention sees the chunk windows of
+        ``chunk`` frames and ``left_chunks`` (streaming: positions and the cache).
         """
         batch, length, _ = x.shape
         offset = int(position[0]) if length else 0
@@ -295,7 +360,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if not self.gated:
             probs = gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)
         elif self.arbitrator is not None:
-            logits, new_arbitrator_cache = self.arbitrator(x, arbitrator_cache)
+            logits, new_arbitrator_cache = self.arbitrator(x, arbitrator_cache, budgets)
             probs, gates = self._decisions(logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset)
         else:  # local gates: decided layer by layer from each unit's input, stacked at the end
             probs = gates = None
@@ -331,14 +396,19 @@ class AmortizedTransformerEncoder(AbsEncoder):
                     execute = valid if gate is None else gate > 0.5
                     if unit == ATT:
                         provides_key = valid if self.kv_from_skipped else None
-                        past = kv_cache[index] if streaming else None
-                        x, keys = layer.attention_sparse(x, execute, provides_key, visible, position, past)
-                        new_kv.append(_concat_kv(past, keys))
+                        if streaming:
+                            past = kv_cache[index]
+                            x, keys = layer.attention_sparse(x, execute, provides_key, visible, position, past)
+                            new_kv.append(_concat_kv(past, keys))
+                        else:
+                            x = layer.attention_windows(x, execute, provides_key, chunk, self.left_chunks)
                     else:
                         x = layer.ffn_sparse(x, execute)
                 elif unit == ATT:
-                    key_gate = None if gate is None or self.kv_from_skipped else gate > 0.5
-                    x = layer.attention_dense(x, allowed, valid, gate, key_gate)
+                    key_gate = None
+                    if gate is not None and not self.kv_from_skipped:
+                        key_gate = gate if self.key_gate_gradient else gate.detach()
+                    x = layer.attention_dense(x, valid, chunk, self.left_chunks, gate, key_gate)
                 else:
                     x = layer.ffn_dense(x, gate)
                 if unit == ATT and self.conv_kernel_size:
@@ -360,6 +430,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         ilens: torch.Tensor,
         prev_states: torch.Tensor = None,
         forced_gates: Optional[torch.Tensor] = None,
+        budgets: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Full-utterance forward with the chunk mask.
 
@@ -369,6 +440,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             prev_states: unused (ESPnet's interface); streaming uses ``forward_chunk``.
             forced_gates: optional (B, T', num_blocks, 2) 0/1 decisions that
                 replace the arbitrator's (tests and benchmarks).
+            budgets: optional (B,) compute budgets that replace the drawn ones
+                (training) or ``compute_budget`` (budget_conditioning only).
         Returns:
             (B, T', output_size), (B,) output lengths, None.
         """
@@ -385,10 +458,14 @@ class AmortizedTransformerEncoder(AbsEncoder):
         chunk = self._training_chunk_size()
         allowed = chunk_attention_mask(x.size(1), chunk, self.left_chunks, x.device)
         position = torch.arange(x.size(1), device=x.device)
-        x, probs, gates, _, _, _ = self._run_layers(x, valid, allowed, position, chunk, forced_gates=forced_gates)
-        if self.training:
-            self.num_updates += 1
-        self.gate_info = GateInfo(probs, gates, valid, allowed, ilens) if self.gated else None
+        if budgets is None:
+            budgets = self._budgets(x.size(0), x.device)
+        elif not self.budget_conditioning:
+            raise ValueError("budgets: this encoder has no budget input (budget_conditioning: false)")
+        x, probs, gates, _, _, _ = self._run_layers(
+            x, valid, position, chunk, forced_gates=forced_gates, budgets=budgets
+        )
+        self.gate_info = GateInfo(probs, gates, valid, allowed, ilens, budgets) if self.gated else None
         return self.after_norm(x), valid.sum(dim=1), None
 
     # -- streaming ------------------------------------------------------------------
@@ -479,9 +556,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
             first_visible = (start // self.chunk_size - self.left_chunks) * self.chunk_size
             state["kv"] = [_drop_before(kv, first_visible) for kv in state["kv"]]
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
-        allowed = None  # the sparse path evaluates the chunk mask on positions
         x, _, gates, arbitrator_cache, kv, conv = self._run_layers(
-            x, valid, allowed, position, self.chunk_size, state["arbitrator"], state["kv"], forced, state["conv"]
+            x, valid, position, self.chunk_size, state["arbitrator"], state["kv"], forced, state["conv"],
+            self._budgets(batch, x.device),
         )
         state.update(arbitrator=arbitrator_cache, kv=kv, conv=conv)
         return x, gates
@@ -502,7 +579,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if forced is not None and self.gated:
             gates = forced.to(x.dtype)
         elif self.arbitrator is not None:
-            logits, state["arbitrator"] = self.arbitrator(x, state["arbitrator"])
+            logits, state["arbitrator"] = self.arbitrator(x, state["arbitrator"], self._budgets(1, x.device))
             _, gates = self._decisions(logits.view(1, length, self.num_blocks, per_layer), valid, self.chunk_size, start)
         elif not self.gated:
             gates = x.new_ones(1, length, self.num_blocks, 2)

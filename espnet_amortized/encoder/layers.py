@@ -1,12 +1,16 @@
 """A pre-LayerNorm Transformer layer whose MHSA and FFN units can be skipped per frame.
 
 Three ways to run a unit, all computing the same function for hard gates:
-- dense: every frame runs, the output is multiplied by the gate (training; the
-  straight-through gradient needs the unit's output on skipped frames too);
+- dense: every frame runs, the output is multiplied by the gate, and a skipped
+  frame's key is removed by reweighting the attention weights with its gate
+  (training; the straight-through gradient needs the unit's output on skipped
+  frames too, and what removing a key costs);
 - sparse: only executing frames are gathered, run and scattered back
   (inference: skipped frames cost nothing in the FFN and no Q/output
   projection in the MHSA);
 - sparse with cached keys/values from earlier chunks (streaming).
+Offline (dense and sparse), each chunk's queries are scored against its
+attention window only (``chunk_windows``), never against the whole utterance.
 """
 
 from typing import Callable, NamedTuple, Optional, Tuple
@@ -41,6 +45,68 @@ def compact_indices(select: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     order = torch.argsort((~select).to(torch.int8), dim=1, stable=True)[:, :max_count]
     valid = torch.arange(max_count, device=select.device).unsqueeze(0) < counts.unsqueeze(1)
     return order.masked_fill(~valid, 0), valid
+
+
+def window_chunk_size(chunk_size: int, length: int) -> int:
+    """The block size for chunk windows: a chunk longer than the utterance is the utterance."""
+    return max(1, min(chunk_size, length))
+
+
+def chunk_blocks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """(B, T, ...) -> (B, N, chunk_size, ...), padded at the end with zeros (False) to N chunks."""
+    pad = (-x.size(1)) % chunk_size
+    if pad:
+        x = torch.cat([x, x.new_zeros(x.size(0), pad, *x.shape[2:])], dim=1)
+    return x.view(x.size(0), -1, chunk_size, *x.shape[2:])
+
+
+def chunk_windows(blocks: torch.Tensor, left_chunks: int) -> torch.Tensor:
+    """(B, N, K, ...) per-chunk blocks -> (B, N, (L + 1) * K, ...): each chunk's attention window.
+
+    Row n holds chunks n - L, ..., n in time order, L = ``left_chunks`` (the
+    whole past when negative), at most N - 1; before the first chunk, zeros (False).
+    """
+    chunks = blocks.size(1)
+    left = chunks - 1 if left_chunks < 0 else min(left_chunks, chunks - 1)
+    padded = torch.cat([blocks.new_zeros(blocks.size(0), left, *blocks.shape[2:]), blocks], dim=1)
+    return torch.cat([padded[:, shift : shift + chunks] for shift in range(left + 1)], dim=2)
+
+
+# The kept keys' share of the full softmax below which the keep gradient is bounded (see _kept_softmax).
+MIN_KEPT_MASS = 1e-3
+
+
+def _kept_softmax(scores: torch.Tensor, seen: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Softmax over the ``seen`` keys with ``keep`` 0/1 (straight-through) removing keys, renormalised.
+
+    Forward: exactly the softmax over the kept keys, computed as a masked softmax (stable; every row
+    keeps one key). Backward: the scores get that softmax's gradient, and ``keep`` the gradient of
+    ``p * keep / sum(p * keep)`` (p: the softmax over every seen key), whose denominator is bounded
+    below by ``MIN_KEPT_MASS``: when the removed keys hold nearly all of the attention, the gradient
+    of 1 / (the kept mass) would overflow (inf gradients, every update skipped).
+    """
+    kept = keep.detach() > 0.5
+    weights = torch.softmax(scores.masked_fill(~(seen & kept), float("-inf")), dim=-1)
+    if not keep.requires_grad:
+        return weights
+    with torch.no_grad():
+        full = torch.softmax(scores.masked_fill(~seen, float("-inf")), dim=-1)
+    mass = (full * keep).sum(dim=-1, keepdim=True)
+    surrogate = full * keep / mass.clamp(min=MIN_KEPT_MASS)
+    return weights + (surrogate - surrogate.detach())
+
+
+def chunk_groups(select: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(G, C) bool per chunk -> the selected rows of the flattened (G * C) frames, in order (M,), and each
+    chunk's block of them: slots (G, S) into those M rows, left-aligned, with their validity (S: the largest
+    count; padding slots point at row 0)."""
+    counts = select.sum(dim=1)
+    rows = select.reshape(-1).nonzero().squeeze(1)
+    width = int(counts.max()) if counts.numel() else 0
+    slot = torch.arange(width, device=select.device)
+    valid = slot < counts.unsqueeze(1)
+    starts = torch.cumsum(counts, dim=0) - counts
+    return rows, (starts.unsqueeze(1) + slot).masked_fill(~valid, 0), valid
 
 
 def _gather_frames(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -115,28 +181,102 @@ class GatedTransformerLayer(torch.nn.Module):
         batch, _, length, _ = context.shape
         return self.self_attn.linear_out(context.transpose(1, 2).reshape(batch, length, self.size))
 
+    def _attend_windows(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_valid: torch.Tensor,
+        left_chunks: int,
+        query_valid: Optional[torch.Tensor] = None,
+        key_keep: Optional[torch.Tensor] = None,
+        own_key: bool = False,
+    ) -> torch.Tensor:
+        """Each chunk's queries against the keys of its window: itself and ``left_chunks`` chunks before it.
+
+        query (B, N, Q, D), key/value (B, N, K, D): projected, one block per chunk; key_valid (B, N, K)
+        bool. ``query_valid`` (B, N, Q): rows without a query see every key (finite, discarded).
+        ``key_keep`` (B, N, K) reweights the softmax weights per key, then they are renormalised.
+        ``own_key``: query i of a chunk is key i of the same chunk, always seen and kept. The window
+        is never copied: the scores are L + 1 batched products with shifted views of the blocks,
+        laid out chunks first. Returns the context (B, N, Q, D), before the output projection.
+        """
+        batch, chunks, queries, _ = query.shape
+        keys = key.size(2)
+        left = chunks - 1 if left_chunks < 0 else min(left_chunks, chunks - 1)
+
+        def chunks_first(t, fill=0.0):  # (B, N, K, ...) -> (L + N, B, ..., K, ...), L empty chunks in front
+            if t.dim() == 4:
+                t = t.view(batch, chunks, t.size(2), self.heads, self.d_k).permute(1, 0, 3, 2, 4)
+            else:
+                t = t.transpose(0, 1)
+            padded = t.new_full((left + chunks, *t.shape[1:]), fill)
+            padded[left:] = t
+            return padded
+
+        query = query.view(batch, chunks, queries, self.heads, self.d_k).permute(1, 0, 3, 2, 4) / self.d_k**0.5
+        key, value = chunks_first(key), chunks_first(value)
+        shifts = range(left + 1)  # shift l: the chunk l - L before (l = L: the chunk itself)
+        scores = torch.cat([query @ key[shift : shift + chunks].transpose(-1, -2) for shift in shifts], dim=-1)
+        seen = chunks_first(key_valid, False)
+        seen = torch.cat([seen[shift : shift + chunks] for shift in shifts], dim=-1)[:, :, None, None, :]
+        own = None
+        if own_key:
+            own = torch.zeros(queries, (left + 1) * keys, dtype=torch.bool, device=query.device)
+            own[:, left * keys :] = torch.eye(queries, keys, dtype=torch.bool, device=query.device)
+            seen = seen | own
+        if query_valid is not None:
+            seen = seen | ~query_valid.transpose(0, 1)[:, :, None, :, None]
+        if key_keep is None:
+            weights = torch.softmax(scores.masked_fill(~seen, float("-inf")), dim=-1)
+        else:
+            keep = chunks_first(key_keep)
+            keep = torch.cat([keep[shift : shift + chunks] for shift in shifts], dim=-1)[:, :, None, None, :]
+            if own is not None:
+                keep = torch.where(own, torch.ones_like(keep), keep)
+            weights = _kept_softmax(scores, seen, keep)
+        if self.training and self.attention_dropout_rate > 0:
+            weights = F.dropout(weights, self.attention_dropout_rate)
+        context = sum(weights[..., shift * keys : (shift + 1) * keys] @ value[shift : shift + chunks] for shift in shifts)
+        return context.permute(1, 0, 3, 2, 4).reshape(batch, chunks, queries, self.size)
+
     # -- dense (training, and the reference for the sparse path) ---------------
     def attention_dense(
         self,
         x: torch.Tensor,
-        allowed: torch.Tensor,
         valid: torch.Tensor,
+        chunk_size: int,
+        left_chunks: int,
         gate: Optional[torch.Tensor] = None,
         key_gate: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """All frames run; the output is scaled by ``gate`` (B, T) if given.
 
-        ``key_gate`` (B, T) bool restricts keys to frames whose unit executes
-        (``kv_from_skipped=False``); every frame keeps its own key so that rows
-        of skipped frames stay finite (their output is multiplied by 0).
+        Each chunk's queries are scored against the keys of its window only
+        (``left_chunks`` chunks before it and itself; ``chunk_windows``), so the
+        work is what the chunk mask allows, as the compute counter counts it.
+        ``key_gate`` (B, T) 0/1 (``kv_from_skipped=False``) removes the keys of
+        frames whose unit is skipped: the attention weights over the window's
+        keys are multiplied by it and renormalised, which forward is exactly
+        the softmax over the executing frames' keys (what the sparse path
+        runs), and backward gives the gate the ASR loss's gradient for its
+        key/value (straight-through, when ``key_gate`` carries one). Every
+        frame keeps its own key so that rows of skipped frames stay finite
+        (their output is multiplied by 0).
         """
+        length = x.size(1)
+        chunk_size = window_chunk_size(chunk_size, length)
         normed = self.norm_att(x)
-        key, value = self.project_key_value(normed)
-        mask = allowed.unsqueeze(0) & valid.unsqueeze(1)
-        if key_gate is not None:
-            mask = mask & key_gate.unsqueeze(1)
-        eye = torch.eye(x.size(1), dtype=torch.bool, device=x.device)
-        out = self.dropout(self._attend(normed, key, value, mask | eye))
+        attn = self.self_attn
+
+        def blocks(t):
+            return chunk_blocks(t, chunk_size)
+
+        query, key, value = blocks(attn.linear_q(normed)), blocks(attn.linear_k(normed)), blocks(attn.linear_v(normed))
+        keep = None if key_gate is None else blocks(key_gate)
+        context = self._attend_windows(query, key, value, blocks(valid), left_chunks, key_keep=keep, own_key=True)
+        context = context.reshape(x.size(0), -1, self.size)
+        out = self.dropout(attn.linear_out(context[:, :length]))
         return x + (out if gate is None else out * gate.unsqueeze(-1))
 
     def conv_dense(
@@ -164,6 +304,51 @@ class GatedTransformerLayer(torch.nn.Module):
         return x + (out if gate is None else out * gate.unsqueeze(-1))
 
     # -- sparse (inference) -----------------------------------------------------
+    def attention_windows(
+        self,
+        x: torch.Tensor,
+        execute: torch.Tensor,
+        provides_key: Optional[torch.Tensor],
+        chunk_size: int,
+        left_chunks: int,
+    ) -> torch.Tensor:
+        """Whole utterances: MHSA only for frames with ``execute`` (B, T) bool, chunk by chunk.
+
+        Per chunk, the executing frames are gathered (``compact_indices``), and
+        their queries are scored against the gathered keys of the chunk's
+        window (``left_chunks`` chunks before it and itself): keys of frames
+        with ``provides_key`` (B, T) bool (every valid frame), or None: of the
+        executing frames. The work is what the compute counter counts.
+        """
+        batch, length, size = x.shape
+        chunk_size = window_chunk_size(chunk_size, length)
+        chunks = -(-length // chunk_size)
+        frames = chunk_blocks(x, chunk_size).reshape(-1, size)  # (B * N * C, D), chunk-major within each utterance
+        query_rows, query_slots, query_valid = chunk_groups(chunk_blocks(execute, chunk_size).reshape(batch * chunks, -1))
+        if query_rows.numel() == 0:
+            return x
+        attn = self.self_attn
+        # Projections run on the selected frames only; each chunk's then fill its block, left-aligned.
+        normed_query = self.norm_att(frames[query_rows])
+        if provides_key is None:  # keys only from executing frames: same rows
+            key_slots, key_valid, normed_keys = query_slots, query_valid, normed_query
+        else:
+            key_rows, key_slots, key_valid = chunk_groups(chunk_blocks(provides_key, chunk_size).reshape(batch * chunks, -1))
+            normed_keys = self.norm_att(frames[key_rows])
+
+        def per_chunk(t):
+            return t.reshape(batch, chunks, *t.shape[1:])
+
+        query_valid = per_chunk(query_valid)
+        context = self._attend_windows(
+            per_chunk(attn.linear_q(normed_query)[query_slots]), per_chunk(attn.linear_k(normed_keys)[key_slots]),
+            per_chunk(attn.linear_v(normed_keys)[key_slots]), per_chunk(key_valid), left_chunks,
+            query_valid=query_valid,
+        )
+        out = attn.linear_out(context[query_valid])  # the selected frames, in query_rows' order
+        frames = frames.index_add(0, query_rows, out)
+        return frames.view(batch, chunks * chunk_size, size)[:, :length]
+
     def attention_sparse(
         self,
         x: torch.Tensor,
@@ -173,18 +358,15 @@ class GatedTransformerLayer(torch.nn.Module):
         position: torch.Tensor,
         past: Optional[KeyValues] = None,
     ) -> Tuple[torch.Tensor, KeyValues]:
-        """Run MHSA only for frames with ``execute`` (B, T) bool.
+        """Streaming, several utterances: MHSA only for frames with ``execute`` (B, T) bool.
 
         Keys/values are projected for frames with ``provides_key`` (B, T) bool
-        (every valid frame; None: only the executing ones) and, when streaming, come
-        also from ``past`` (already restricted to the allowed window).
+        (every valid frame; None: only the executing ones) and come also from
+        ``past`` (already restricted to the allowed window).
         ``visible(query_positions, key_positions)`` is the chunk mask, evaluated
         on the absolute positions ``position`` (T,) of the selected frames.
         Returns the updated ``x`` and the new frames' keys/values for the cache.
         """
-        if x.size(0) == 1:
-            keys = None if provides_key is None else provides_key[0]
-            return self._attention_sparse_single(x, execute[0], keys, visible, position, past)
         query_index, query_valid = compact_indices(execute)
         normed_query = self.norm_att(_gather_frames(x, query_index))
         if provides_key is None:  # keys only from executing frames: same gather
@@ -208,27 +390,6 @@ class GatedTransformerLayer(torch.nn.Module):
         out = self._attend(normed_query, key, value, mask) * query_valid.unsqueeze(-1)
         scatter_index = query_index.unsqueeze(-1).expand(-1, -1, self.size)
         return x.scatter_add(1, scatter_index, out), new
-
-    def _attention_sparse_single(self, x, execute, provides_key, visible, position, past):
-        """Batch of one (streaming, batch-1 decoding): no padding, plain index ops."""
-        query_index = execute.nonzero().squeeze(1)
-        normed_query = self.norm_att(x.index_select(1, query_index))
-        if provides_key is None:
-            key_index, normed_keys = query_index, normed_query
-        else:
-            key_index = provides_key.nonzero().squeeze(1)
-            normed_keys = self.norm_att(x.index_select(1, key_index))
-        key, value = self.project_key_value(normed_keys)
-        new = KeyValues(key, value, position[key_index].unsqueeze(0), torch.ones_like(key_index, dtype=torch.bool).unsqueeze(0))
-        if query_index.numel() == 0:
-            return x, new
-        mask = visible(position[query_index].unsqueeze(-1), position[key_index].unsqueeze(0)).unsqueeze(0)
-        if past is not None:
-            key = torch.cat([past.key, key], dim=2)
-            value = torch.cat([past.value, value], dim=2)
-            mask = torch.cat([past.valid.unsqueeze(1).expand(-1, mask.size(1), -1), mask], dim=2)
-        out = self._attend(normed_query, key, value, mask)
-        return x.index_add(1, query_index, out), new
 
     # -- one streaming chunk, batch 1 (the product's hot path) ----------------------
     # The frames of a chunk all see each other and every cached key (the cache holds

@@ -21,3 +21,12 @@ def task_of(config) -> str:
         return "asr"
     encoder_conf = conf.get("encoder_conf") if isinstance(conf, dict) else None
     return "asr_transducer" if isinstance(encoder_conf, dict) and "body_conf" in encoder_conf else "asr"
+
+
+def budget_conditioned(config) -> bool:
+    """Whether a training config's encoder takes a compute budget (``encoder_conf.budget_conditioning``)."""
+    import yaml
+
+    conf = yaml.safe_load(pathlib.Path(config).read_text(encoding="utf-8")) or {}
+    encoder_conf = conf.get("encoder_conf") if isinstance(conf, dict) else None
+    return bool(isinstance(encoder_conf, dict) and encoder_conf.get("budget_conditioning", False))

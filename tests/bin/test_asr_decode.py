@@ -32,10 +32,16 @@ def test_our_searches_decode_like_the_streaming_decoder_offline(saved_model, tmp
                                "--output_dir", str(tmp_path / "out"), "--config", str(tmp_path / "search.yaml")])
     hypotheses = dict(line.split(maxsplit=1) if " " in line else (line, "")
                       for line in (tmp_path / "out" / "1best_recog" / "text").read_text().splitlines())
+    records = {r["key"]: r for r in map(json.loads, (tmp_path / "out" / "compute.jsonl").read_text().splitlines())}
     reference = Speech2TextStreaming(config, model, beam_size=beam_size, length_bonus=length_bonus, score_norm=True)
     for key, path in (line.split() for line in (data / "wav.scp").read_text().splitlines()):
+        reference.search_macs.reset()
         assert hypotheses[key] == reference.decode_offline(load_audio(path))
+        # the same search on the same frames: the same prediction and joint network work, counted the same way
+        assert reference.search_macs.as_dict() == {k: records[key][k] for k in ("macs_prediction", "macs_joint")}
+        assert records[key]["macs_prediction"] > 0 and records[key]["macs_joint"] > 0
     assert summary["utterances"] == 2 and 0 < summary["compute_ratio_layers"] <= 1.01
+    assert summary["gflops_per_second_prediction"] > 0 and summary["gflops_per_second_joint"] > 0
 
 
 def test_beam_search_writes_compute_records_and_unit_decisions(saved_model, tmp_path):

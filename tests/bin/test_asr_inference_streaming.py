@@ -22,6 +22,8 @@ def test_decodes_a_data_dir_with_compute_and_latency(saved_model, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out" / "compute.jsonl").read_text().splitlines()]
     assert all(0 < r["compute_ratio_layers"] < 1.5 and r["piece_latency_p95_ms"] > 0 for r in records)
     assert len(records[0]["unit_rates"]["attention"]) == 2
+    assert all(r["macs_prediction"] > 0 and r["macs_joint"] > 0 for r in records)
+    assert summary["gflops_per_second_joint"] > 0
     assert summary["algorithmic_latency_ms"] == 4 * 4 * 10.0  # chunk 4 frames x conv2d stride 4 x 10 ms
     partials = json.loads((tmp_path / "out" / "partial.jsonl").read_text().splitlines()[0])["partials"]
     assert len(partials) == 8  # 1.5 s in 200 ms pieces

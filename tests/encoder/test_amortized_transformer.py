@@ -243,7 +243,7 @@ def test_training_forward_uses_hard_gates_and_reaches_the_arbitrator(gate_unit, 
         assert encoder.arbitrator.out.weight.grad.abs().sum() > 0
     else:
         assert all(layer.local_gate.weight.grad.abs().sum() > 0 for layer in encoder.encoders)
-    assert int(encoder.num_updates) == 1
+    assert int(encoder.num_updates) == 0  # forwards do not count: optimizer updates do (tests/test_updates.py)
 
 
 def test_threshold_moves_compute():
@@ -275,6 +275,9 @@ def test_threshold_moves_compute():
         ("attention_heads", 5, "attention_heads"),
         ("conv_kernel_size", -1, "conv_kernel_size"),
         ("conv_norm_type", "group_norm", "conv_norm_type"),
+        ("budget_min", 0.0, "budget_min"),
+        ("budget_full_fraction", 1.5, "budget_full_fraction"),
+        ("compute_budget", 1.2, "compute_budget"),
     ],
 )
 def test_bad_options_raise_value_errors_that_name_them(option, value, message):
@@ -288,3 +291,46 @@ def test_gate_threshold_is_checked_when_set_after_construction():
     assert encoder.gate_threshold == 0.3
     with pytest.raises(ValueError, match="gate_threshold"):
         encoder.gate_threshold = -0.1
+
+
+def test_compute_budget_is_checked_when_set_and_needs_the_global_arbitrator():
+    encoder = small_encoder(budget_conditioning=True)
+    encoder.compute_budget = 0.35
+    assert encoder.compute_budget == 0.35
+    for bad in (-0.1, 1.01):
+        with pytest.raises(ValueError, match="compute_budget must be in"):
+            encoder.compute_budget = bad
+    for options in (dict(arbitrator="local"), dict(gate_unit="none")):
+        with pytest.raises(ValueError, match="budget_conditioning needs the global arbitrator"):
+            small_encoder(budget_conditioning=True, **options)
+
+
+def test_training_draws_a_budget_per_utterance_and_inference_uses_compute_budget():
+    torch.manual_seed(0)
+    encoder = small_encoder(budget_conditioning=True, budget_min=0.3, budget_full_fraction=0.25).train()
+    x, lengths = torch.randn(400, 40, 80), torch.full((400,), 40)
+    encoder(x, lengths)
+    budgets = encoder.gate_info.budgets
+    full = budgets == 1.0
+    assert budgets.shape == (400,) and 0.15 < float(full.float().mean()) < 0.35
+    assert float(budgets.min()) >= 0.3 and 0.55 < float(budgets[~full].mean()) < 0.75  # uniform on [0.3, 1)
+    encoder.eval()
+    encoder.compute_budget = 0.4
+    encoder(x[:2], lengths[:2])
+    assert encoder.gate_info.budgets.tolist() == pytest.approx([0.4, 0.4])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_budget_conditioned_encoder_streams_exactly_at_each_budget(batch):
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(budget_conditioning=True)).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(encoder.arbitrator.budget_net[2].weight, std=3.0)
+    x = torch.randn(batch, 97, 80)
+    rates = []
+    for budget in (0.3, 1.0):
+        encoder.compute_budget = budget
+        streamed, full = _streamed_and_full(encoder, x)
+        assert torch.allclose(streamed, full, atol=1e-5)
+        rates.append(float(encoder.gate_info.gates.mean()))
+    assert rates[0] != rates[1]  # the budget reaches the decisions

@@ -25,3 +25,29 @@ def test_arbitrator_starts_with_units_on_and_is_small():
     assert (torch.sigmoid(logits) > 0.9).all()
     dense_layer_macs_per_frame = 4 * 256 * 256 + 2 * 256 * 1024
     assert arbitrator.macs_per_frame() < 0.02 * 12 * dense_layer_macs_per_frame
+
+
+def test_budget_conditioned_arbitrator_is_the_plain_one_at_full_budget_and_moves_below():
+    torch.manual_seed(0)
+    plain = Arbitrator(16, num_gates=6, hidden_size=8)
+    conditioned = Arbitrator(16, num_gates=6, hidden_size=8, budget_conditioned=True)
+    conditioned.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(3, 10, 16)
+    budgets = torch.tensor([1.0, 0.5, 0.25])
+    reference, _ = plain(x)
+    assert torch.allclose(conditioned(x, budget=budgets)[0], reference)  # the budget network starts at zero
+    torch.nn.init.normal_(conditioned.budget_net[2].weight)
+    torch.nn.init.normal_(conditioned.budget_net[2].bias)
+    logits, _ = conditioned(x, budget=budgets)
+    assert torch.allclose(logits[0], reference[0], atol=1e-6)  # b = 1: the plain arbitrator, whatever the weights
+    assert not torch.allclose(logits[1], reference[1]) and not torch.allclose(logits[2], logits[1])
+    logits.sum().backward()
+    assert conditioned.budget_net[0].weight.grad.abs().sum() > 0
+    assert conditioned.macs_per_frame() == plain.macs_per_frame() + 8
+
+
+def test_budget_conditioned_arbitrator_needs_the_budget():
+    import pytest
+
+    with pytest.raises(ValueError, match="budget"):
+        Arbitrator(16, num_gates=6, hidden_size=8, budget_conditioned=True)(torch.randn(1, 4, 16))

@@ -1,7 +1,15 @@
+import pytest
 import torch
 
-from espnet_amortized.encoder.layers import GatedTransformerLayer, compact_indices
+from espnet_amortized.encoder.layers import GatedTransformerLayer, chunk_windows, compact_indices
 from espnet_amortized.encoder.masks import chunk_attention_mask, chunk_visibility
+
+
+def test_chunk_windows_hold_each_chunks_left_chunks_then_itself():
+    blocks = torch.arange(1, 4).view(1, 3, 1)  # chunks 1, 2, 3 of one frame
+    assert chunk_windows(blocks, 1)[0].tolist() == [[0, 1], [1, 2], [2, 3]]
+    assert chunk_windows(blocks, 5)[0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]  # at most N - 1 left
+    assert chunk_windows(blocks, -1)[0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]
 
 
 def test_compact_indices_left_aligns_selected_frames():
@@ -11,21 +19,92 @@ def test_compact_indices_left_aligns_selected_frames():
     assert valid.tolist() == [[True, True], [True, False]]
 
 
-def test_sparse_units_equal_dense_units_with_hard_gates():
+def _reference_attention(layer, x, valid, allowed, provides_key):
+    """MHSA over the whole utterance with the (T, T) chunk mask: keys of ``provides_key`` frames and each frame's own."""
+    normed = layer.norm_att(x)
+    attn = layer.self_attn
+    query, key, value = (layer._split_heads(f(normed)) for f in (attn.linear_q, attn.linear_k, attn.linear_v))
+    eye = torch.eye(x.size(1), dtype=torch.bool)
+    mask = (allowed.unsqueeze(0) & (provides_key & valid).unsqueeze(1)) | eye
+    scores = (query @ key.transpose(-2, -1) / layer.d_k**0.5).masked_fill(~mask.unsqueeze(1), float("-inf"))
+    context = torch.softmax(scores, dim=-1) @ value
+    return x + attn.linear_out(context.transpose(1, 2).reshape(x.shape))
+
+
+@pytest.mark.parametrize("chunk_size,left_chunks", [(3, 1), (4, 0), (5, -1), (16, 2)])
+def test_windowed_dense_and_sparse_attention_equal_the_whole_utterance_with_the_chunk_mask(chunk_size, left_chunks):
+    """Chunk windows (length not a multiple of the chunk, padding in the batch) against the (T, T)-masked reference;
+    the streaming sparse path with positions too."""
     torch.manual_seed(0)
     layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
-    x = torch.randn(2, 12, 32)
-    valid = torch.ones(2, 12, dtype=torch.bool)
+    x = torch.randn(2, 13, 32)
+    valid = torch.ones(2, 13, dtype=torch.bool)
     valid[1, 9:] = False
-    allowed = chunk_attention_mask(12, 3, 1)
-    execute = (torch.rand(2, 12) > 0.4) & valid
-    position = torch.arange(12)
+    allowed = chunk_attention_mask(13, chunk_size, left_chunks)
+    execute = (torch.rand(2, 13) > 0.4) & valid
+    position = torch.arange(13)
     for kv_from_skipped in (False, True):
         provides_key = valid if kv_from_skipped else None
-        dense = layer.attention_dense(x, allowed, valid, execute.float(), None if kv_from_skipped else execute)
-        sparse, _ = layer.attention_sparse(x, execute, provides_key, chunk_visibility(3, 1), position)
-        assert torch.allclose(dense[valid], sparse[valid], atol=1e-5)
+        reference = _reference_attention(layer, x, valid, allowed, valid if kv_from_skipped else execute)
+        key_gate = None if kv_from_skipped else execute.float()
+        dense = layer.attention_dense(x, valid, chunk_size, left_chunks, execute.float(), key_gate)
+        gated_reference = x + (reference - x) * execute.unsqueeze(-1)
+        assert torch.allclose(dense[valid], gated_reference[valid], atol=1e-5)
+        windows = layer.attention_windows(x, execute, provides_key, chunk_size, left_chunks)
+        streaming, _ = layer.attention_sparse(x, execute, provides_key, chunk_visibility(chunk_size, left_chunks), position)
+        for sparse in (windows, streaming):
+            assert torch.allclose(sparse[valid], gated_reference[valid], atol=1e-5)
+        single = layer.attention_windows(x[1:, :9], execute[1:, :9], None if provides_key is None else valid[1:, :9],
+                                         chunk_size, left_chunks)
+        assert torch.allclose(single[0], gated_reference[1, :9], atol=1e-5)
+    ungated = layer.attention_dense(x, valid, chunk_size, left_chunks)
+    assert torch.allclose(ungated[valid], _reference_attention(layer, x, valid, allowed, valid)[valid], atol=1e-5)
     assert torch.allclose(layer.ffn_dense(x, execute.float()), layer.ffn_sparse(x, execute), atol=1e-5)
+
+
+def test_windowed_attention_scores_only_the_chunk_windows():
+    """The work grows with the window, not with the utterance: at 8 chunks of 4 frames, left 1, the score
+    products are 8 x 4 x 8 per head dimension, not 32 x 32."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
+    x, valid = torch.randn(1, 32, 32), torch.ones(1, 32, dtype=torch.bool)
+    for run in (lambda: layer.attention_dense(x, valid, 4, 1),
+                lambda: layer.attention_windows(x, valid, None, 4, 1)):
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            run()
+        projections = 4 * 32 * 32 * 32
+        assert counter.get_total_flops() / 2 == projections + 2 * 32 * (8 * 4 * 8)
+
+
+def _straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    return hard + (soft - soft.detach())
+
+
+def test_a_skipped_frames_key_gets_the_asr_gradient_through_the_attention_weights():
+    """Removing frame 2's key changes frame 5's output: the straight-through key gate carries that to frame 2's
+    gate; detached (the old hard mask) nothing does, and the forward value is the same either way."""
+    torch.manual_seed(0)
+    layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).train()
+    x = torch.randn(1, 8, 32)
+    valid = torch.ones(1, 8, dtype=torch.bool)  # chunks of 4, left 1: frame 5 sees frames 0-7
+    hard = torch.ones(1, 8)
+    hard[0, 2] = 0.0
+    outputs, grads = [], []
+    for detach in (False, True):
+        soft = torch.full((1, 8), 0.7, requires_grad=True)
+        gate = _straight_through(hard, soft)
+        out = layer.attention_dense(x, valid, 4, 1, gate, gate.detach() if detach else gate)
+        out[0, 5].sum().backward()
+        outputs.append(out.detach())
+        grads.append(soft.grad[0, 2])
+    assert torch.equal(outputs[0], outputs[1])
+    assert grads[0].abs() > 1e-4 and grads[1] == 0.0
+    with torch.no_grad():
+        masked = layer.attention_dense(x, valid, 4, 1, hard, hard)
+        sparse = layer.attention_windows(x, hard.bool(), None, 4, 1)
+    assert torch.allclose(outputs[0], masked) and torch.allclose(masked[0, 5], sparse[0, 5], atol=1e-5)
 
 
 def test_no_executing_frame_is_the_identity():
@@ -34,6 +113,7 @@ def test_no_executing_frame_is_the_identity():
     none = torch.zeros(1, 5, dtype=torch.bool)
     out, _ = layer.attention_sparse(x, none, none, chunk_visibility(5, 0), torch.arange(5))
     assert torch.equal(out, x)
+    assert torch.equal(layer.attention_windows(x, none, none, 5, 0), x)
     assert torch.equal(layer.ffn_sparse(x, none), x)
 
 
@@ -74,3 +154,27 @@ def test_convolution_unit_with_batch_norm_normalises_over_the_batch_and_streams_
         out, past = layer.conv_dense(x[:, start:stop], valid[:, start:stop], past)
         pieces.append(out)
     assert torch.allclose(torch.cat(pieces, dim=1), both, atol=1e-6) and torch.allclose(past, last)
+
+
+def test_a_removed_key_that_holds_all_the_attention_gives_finite_gradients():
+    """Frame 0's own key scores far below frame 1's, whose key is removed: the kept share of the softmax is
+    ~e^-80, and 1 / that share overflowed the backward (inf grad norm, every update skipped). The keep
+    gradient is bounded, the forward is exactly the softmax over the kept keys."""
+    from espnet_amortized.encoder.layers import _kept_softmax
+
+    scores = torch.tensor([[0.0, 80.0, 1.0]], requires_grad=True)
+    seen = torch.ones(1, 3, dtype=torch.bool)
+    soft = torch.tensor([[1.0, 0.2, 1.0]], requires_grad=True)
+    keep = (soft > 0.5).float() + (soft - soft.detach())  # straight-through: forward 1, 0, 1
+    weights = _kept_softmax(scores, seen, keep)
+    assert torch.allclose(weights.detach(), torch.tensor([[1 / (1 + torch.e), 0.0, torch.e / (1 + torch.e)]]))
+    (weights * torch.tensor([[1.0, 2.0, 3.0]])).sum().backward()
+    assert torch.isfinite(scores.grad).all() and torch.isfinite(soft.grad).all() and soft.grad[0, 1] != 0
+    # a kept share above the bound: the exact gradient of the renormalised weights
+    scores2 = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
+    soft2 = soft.detach().clone().requires_grad_()
+    keep2 = (soft2 > 0.5).float() + (soft2 - soft2.detach())
+    _kept_softmax(scores2, seen, keep2)[0, 0].backward()
+    p = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
+    kept_mass = p[0] + p[2]
+    assert soft2.grad[0, 1] == pytest.approx(float(-p[0] * p[1] / kept_mass**2), rel=1e-4)

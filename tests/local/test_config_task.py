@@ -15,3 +15,12 @@ def test_prints_one_task_per_config_without_importing_espnet():
              "'ESPnet or the package was imported'")
     result = subprocess.run([sys.executable, "-c", probe, *map(str, configs)], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["asr", "asr_transducer"]
+
+
+def test_budget_conditioned_configs_are_told_apart(tmp_path, capsys):
+    from config_task import main
+
+    conditioned = tmp_path / "b.yaml"
+    conditioned.write_text("encoder: amortized_transformer\nencoder_conf:\n    budget_conditioning: true\n")
+    main(["--budget_conditioned", str(conditioned), str(REPO / "conf" / "train_amortized.yaml")])
+    assert capsys.readouterr().out.split() == ["true", "false"]

@@ -64,6 +64,8 @@ def test_pareto_legend_names_each_model_with_its_latency():
     assert point_labels(threshold, "test_clean") == ("@0.7", None)
     old = {"model": "asr_dense", "decode": "decode_test_clean_th0.3", "gate_threshold": None}  # no "own": older JSON
     assert point_labels(old, "test_clean") == ("@0.3", None)
+    budget = {"model": "asr_budget", "decode": "decode_test_clean_b0.35", "own": False, "compute_budget": 0.35}
+    assert point_labels(budget, "test_clean") == ("b=0.35", None)
 
 
 def test_compute_allocation_figure(tmp_path):

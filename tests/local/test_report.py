@@ -21,7 +21,7 @@ def test_gather_scores_and_reads_compute(tmp_path):
     assert [r["wer"] for r in rows] == [0.0, 25.0]
     assert rows[1]["compute_ratio_layers"] == 0.4
     table = format_markdown(rows)
-    assert "| asr_amortized | - | decode_test_clean | 0.5 | 25.00 (0.0/25.0/0.0) | - | - | 0.400 |" in table
+    assert "| asr_amortized | - | decode_test_clean | 0.5 | - | 25.00 (0.0/25.0/0.0) | - | - | 0.400 |" in table
 
 
 def test_statistics_give_intervals_and_a_paired_test_against_the_first_model(tmp_path):
@@ -73,12 +73,14 @@ def test_streaming_table_has_beam_and_latency_columns(tmp_path):
         "compute_ratio_layers": 0.4, "compute_ratio_encoder": 0.4, "gflops_per_second": 0.02, "rtf": 0.01,
         "encoder_rtf": 0.002, "gate_threshold": 0.5, "beam_size": 4, "piece_latency_mean_ms": 1.25,
         "piece_latency_p95_ms": 7.5, "algorithmic_latency_ms": 960.0,
+        "gflops_per_second_prediction": 0.5, "gflops_per_second_joint": 0.25,
     }))
     rows = gather(dump, ["test_clean"], [tmp_path / "asr_amortized"], mode="streaming")
     table = format_markdown(rows, "streaming")
     assert "| piece latency mean / p95 ms | algorithmic latency ms |" in table.splitlines()[0]
-    assert table.splitlines()[2].endswith("| 0.0100 | 0.0020 | 4 | 1.2 / 7.5 | 960 |")
-    assert table.splitlines()[1].count("---") == 15
+    assert "| GFLOPs / audio s | search GFLOPs / audio s | RTF |" in table.splitlines()[0]
+    assert table.splitlines()[2].endswith("| 0.020 | 0.750 | 0.0100 | 0.0020 | 4 | 1.2 / 7.5 | 960 |")
+    assert table.splitlines()[1].count("---") == 17
 
 
 def test_training_seconds_sums_finished_runs_and_skips_a_killed_one(tmp_path):
@@ -251,3 +253,41 @@ def test_the_contextual_block_baselines_are_at_the_dense_models_latency(tmp_path
         latencies[name] = describe_model(tmp_path / name)["latency_ms"]
     assert latencies["dense"] == 670.0 and abs(latencies["toolkit"] / latencies["dense"] - 1) <= 0.2
     assert describe_model(tmp_path / "toolkit")["role"] == "toolkit"
+
+
+def test_a_budget_conditioned_model_reports_every_budget_and_a_dedicated_one_its_target(tmp_path):
+    from report import add_statistics, summarize
+
+    dump = tmp_path / "dump"
+    (dump / "test_clean").mkdir(parents=True)
+    references = {f"1-1-{i:04d}": "A B C D" for i in range(10)}
+    (dump / "test_clean" / "text").write_text("".join(f"{k} {v}\n" for k, v in references.items()))
+    configs = {
+        "asr_budget": "    budget_conditioning: true\nmodel_conf:\n    compute_regularizer: budget\n",
+        "asr_b035": "model_conf:\n    compute_regularizer: budget\n    compute_target: 0.35\n",
+    }
+    decodings = {"asr_budget": [("_b1.0", 1.0, 1.01, 0), ("_b0.35", 0.35, 0.36, 3), ("_b0.5", 0.5, 0.49, 2)],
+                 "asr_b035": [("", None, 0.35, 2)]}
+    for model, runs in decodings.items():
+        exp = tmp_path / model
+        for suffix, budget, ratio, wrong in runs:
+            decode = exp / f"decode_test_clean{suffix}"
+            (decode / "1best_recog").mkdir(parents=True)
+            hyps = {k: ("A B C X" if i < wrong else v) for i, (k, v) in enumerate(references.items())}
+            (decode / "1best_recog" / "text").write_text("".join(f"{k} {v}\n" for k, v in hyps.items()))
+            (decode / "summary.json").write_text(json.dumps({
+                "compute_ratio_layers": ratio, "compute_ratio_encoder": ratio, "gflops_per_second": 1.0,
+                "rtf": 0.02, "gate_threshold": 0.5, "compute_budget": budget}))
+        (exp / "config.yaml").write_text("encoder: amortized_transformer\nencoder_conf:\n    gate_unit: unit\n"
+                                         + configs[model])
+    exps = [tmp_path / "asr_budget", tmp_path / "asr_b035"]
+    rows = gather(dump, ["test_clean"], exps)
+    assert [r["decode"] for r in rows[:3]] == ["decode_test_clean_b0.35", "decode_test_clean_b0.5", "decode_test_clean_b1.0"]
+    add_statistics(rows, resamples=100)
+    budget, dedicated = summarize(rows, exps, ["test_clean"])
+    assert budget["role"] == "budget" and budget["decoding"] == "decode_<set>_b1.0"  # its full budget is its row
+    assert sorted(budget["budgets"]) == ["0.35", "0.5", "1"]
+    assert budget["budgets"]["0.35"]["compute_ratio_encoder"] == 0.36
+    wer, low, high = budget["budgets"]["0.35"]["wer"]["test_clean"]
+    assert wer == 7.5 and low <= wer <= high
+    assert dedicated["role"] == "gated" and dedicated["target_budget"] == 0.35 and "budgets" not in dedicated

@@ -132,7 +132,8 @@ def fbank_data(synthetic_librispeech, tmp_path_factory):
     config["encoder_conf"].update(output_size=32, linear_units=64, num_blocks=2, chunk_size=4)
     config["decoder_conf"].update(hidden_size=32)
     config["joint_net_conf"] = {"joint_space_size": 32}
-    config["model_conf"].update(compute_warmup_steps=0)
+    # the budget controller, so that resumption is checked for its multiplier too
+    config["model_conf"].update(compute_warmup_steps=0, compute_regularizer="budget", compute_target=0.5)
     config.update(input_size=80, normalize=None, frontend=None)
     (work / "train.yaml").write_text(yaml.safe_dump(config))
     stats = espnet_jobs.collect_stats(work / "train.yaml", train, dirs["valid"], tokens, work / "stats",
@@ -184,6 +185,18 @@ def test_a_nan_batch_is_skipped_and_counted_not_propagated(uninterrupted):
         assert math.isfinite(float(epoch["train"]["loss"])) and math.isfinite(float(epoch["valid"]["loss"]))
     state = torch.load(uninterrupted / "3epoch.pth", map_location="cpu")
     assert all(torch.isfinite(value).all() for value in state.values() if value.is_floating_point())
+    # 3 epochs of 225 batches (num_iters_per_epoch), those holding the NaN utterance skipped: the counters count
+    # the optimizer updates made, and the multiplier stayed finite (a skipped batch does not move it)
+    skipped = log.count("Skipping updating the model")
+    assert 0 < skipped < 3 * 225 / 4
+    assert float(state["num_updates"]) == float(state["encoder.num_updates"]) == 3 * 225 - skipped
+
+
+def _counters(exp):
+    import torch
+
+    state = torch.load(exp / "3epoch.pth", map_location="cpu")
+    return [float(state[key]) for key in ("num_updates", "encoder.num_updates", "compute_multiplier")]
 
 
 def test_kill_during_training_then_rerun_resumes_to_the_same_model(fbank_data, uninterrupted):
@@ -208,6 +221,9 @@ def test_kill_during_training_then_rerun_resumes_to_the_same_model(fbank_data, u
     resumed, reference = _epoch_results(log), _epoch_results((uninterrupted / "train.log").read_text())
     assert float(resumed[3]["valid"]["loss"]) == pytest.approx(float(reference[3]["valid"]["loss"]), rel=1e-4)
     assert float(resumed[3]["train"]["loss"]) == pytest.approx(float(reference[3]["train"]["loss"]), rel=1e-4)
+    # the update counters and the budget controller's multiplier continue where they were
+    assert _counters(exp) == pytest.approx(_counters(uninterrupted), rel=1e-6)
+    assert _counters(exp)[2] != 0.0
 
 
 def test_a_checkpoint_cut_short_is_set_aside(tmp_path):

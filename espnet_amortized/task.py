@@ -1,0 +1,19 @@
+"""``AmortizedASRTask``: ESPnet's ASRTask whose optimizers count the model's updates.
+
+Everything else is ESPnet's (parser, model building, trainer, collect_stats);
+``espnet_amortized.bin.asr_train`` runs this task's ``main``.
+"""
+
+from espnet_amortized._espnet import asr_task_class
+from espnet_amortized.updates import count_updates
+
+ASRTask = asr_task_class()
+
+
+class AmortizedASRTask(ASRTask):
+    @classmethod
+    def build_optimizers(cls, args, model):
+        optimizers = super().build_optimizers(args, model)
+        for optimizer in optimizers:
+            count_updates(model, optimizer)
+        return optimizers
