@@ -22,6 +22,7 @@ weight.
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch
 
 ATT, FFN = 0, 1
@@ -84,6 +85,9 @@ class MacReport:
             "compute_ratio_encoder": self.encoder_ratio,
             "frames": self.frames,
             "unit_rates": self.unit_rates,
+            # per layer, for the static / dynamic split of the saving (summarize_records)
+            "macs_units": {"attention": self.attention, "ffn": self.ffn},
+            "macs_dense_units": {"attention": self.dense_attention, "ffn": self.dense_ffn},
         }
 
 
@@ -304,4 +308,32 @@ def summarize_records(records: List[Dict], audio_seconds: float) -> Dict:
         for unit in ("attention", "ffn"):
             rates = np.array([r["unit_rates"][unit] for r in records])
             summary[f"{unit}_rates"] = ((rates * frames[:, None]).sum(0) / max(frames.sum(), 1.0)).tolist()
+        if all("macs_units" in r for r in records):
+            summary.update(saving_split(records, summary))
     return summary
+
+
+# A unit that runs on fewer than 5% or more than 95% of the frames is (nearly) static: its saving is
+# what removing it, or keeping it, would give a dense model of the same compute.
+STATIC_BELOW, STATIC_ABOVE = 0.05, 0.95
+
+
+def saving_split(records: List[Dict], summary: Dict) -> Dict:
+    """The gated units' MAC saving (dense - executed), split into the static units' and the dynamic ones'.
+
+    Returns ``saving_macs`` and ``dynamic_saving_share`` (the share of the saving from units running on
+    5-95% of frames; None without a saving) and ``static_units``: per unit kind, per layer, "never",
+    "always" or None (dynamic), from the frame-weighted rates.
+    """
+    savings, static = {}, {}
+    for unit in ("attention", "ffn"):
+        dense = np.sum([r["macs_dense_units"][unit] for r in records], axis=0)
+        executed = np.sum([r["macs_units"][unit] for r in records], axis=0)
+        savings[unit] = dense - executed
+        static[unit] = ["never" if rate < STATIC_BELOW else "always" if rate > STATIC_ABOVE else None
+                        for rate in summary[f"{unit}_rates"]]
+    total = float(sum(saving.sum() for saving in savings.values()))
+    dynamic = float(sum(saving[layer] for unit, saving in savings.items()
+                        for layer in range(len(saving)) if static[unit][layer] is None))
+    return {"saving_macs": total, "dynamic_saving_share": dynamic / total if total > 0 else None,
+            "static_units": static}

@@ -18,8 +18,9 @@ def check_compute_options(compute_weight: float, compute_regularizer: str, compu
         raise ValueError(f"compute_target must be in (0, 1], got {compute_target}")
 
 
-def compute_regularizer(expected_ratio: torch.Tensor, kind: str = "linear", target: float = 0.4) -> torch.Tensor:
-    """R from the expected compute ratio E[C] (per utterance; the caller averages):
+def compute_regularizer(expected_ratio: torch.Tensor, kind: str = "linear", target=0.4) -> torch.Tensor:
+    """R from the expected compute ratio E[C] (per utterance; the caller averages), for a target that is
+    one number or one per utterance (a budget-conditioned encoder's budgets):
 
     - ``linear``: E[C]  (always pushes compute down; lambda sets the trade-off)
     - ``target``: max(0, E[C] - target)  (no pressure below the budget)

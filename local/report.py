@@ -139,6 +139,10 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                         "compute_ratio_encoder": summary.get("compute_ratio_encoder"),
                         "gflops_per_second": summary["gflops_per_second"],
                         "gflops_per_second_search": search_gflops(summary),
+                        # gated models: how often each unit runs, and the saving's dynamic share (issue 13)
+                        "unit_rates": ({"attention": summary["attention_rates"], "ffn": summary["ffn_rates"]}
+                                       if "attention_rates" in summary else None),
+                        "dynamic_saving_share": summary.get("dynamic_saving_share"),
                         "rtf": summary["rtf"], "encoder_rtf": summary.get("encoder_rtf"),
                         # streaming decodings only
                         "beam_size": summary.get("beam_size"),
@@ -290,6 +294,7 @@ def summarize(rows, exps, test_sets):
             "compute_ratio_layers": first["compute_ratio_layers"], "compute_ratio_encoder": first["compute_ratio_encoder"],
             "gflops_per_second": first["gflops_per_second"], "decoding": first["decode"].replace(test_sets[0], "<set>"),
             "gflops_per_second_search": first["gflops_per_second_search"],
+            "unit_rates": first["unit_rates"], "dynamic_saving_share": first["dynamic_saving_share"],
             "decode_rtf": first["rtf"],
             "sets": {name: {key: row.get(key) for key in ("wer", "wer_low", "wer_high", "vs_baseline")}
                      for name, row in own.items()},

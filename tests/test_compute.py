@@ -208,3 +208,24 @@ def test_search_counter_counts_prediction_and_joint_networks(search_class):
     assert counter.as_dict() == {"macs_prediction": 0.0, "macs_joint": 0.0}
     search.step(search.init_state(), frames)  # detached: no longer counted
     assert counter.as_dict() == {"macs_prediction": 0.0, "macs_joint": 0.0}
+
+
+def test_summary_splits_the_saving_into_static_and_dynamic_units():
+    """Layer 1's MHSA never runs (static), layer 2's runs on half the frames (dynamic), the FFNs always run."""
+    from espnet_amortized.compute import summarize_records
+
+    torch.manual_seed(0)
+    encoder = small_encoder(num_blocks=2).eval()
+    frames = 24
+    gates = torch.ones(1, frames, 2, 2)
+    gates[0, :, 0, 0] = 0.0
+    gates[0, ::2, 1, 0] = 0.0
+    valid = torch.ones(1, frames, dtype=torch.bool)
+    report = count_macs(encoder, gates, valid, chunk_attention_mask(frames, 4, 2), [100])
+    summary = summarize_records([dict(report.as_dict(), seconds=1.0)], 1.0)
+    assert summary["static_units"] == {"attention": ["never", None], "ffn": ["always", "always"]}
+    static_saving = report.dense_attention[0] - report.attention[0]
+    dynamic_saving = report.dense_attention[1] - report.attention[1]
+    assert summary["saving_macs"] == pytest.approx(static_saving + dynamic_saving)
+    assert summary["dynamic_saving_share"] == pytest.approx(dynamic_saving / (static_saving + dynamic_saving))
+    assert 0.3 < summary["dynamic_saving_share"] < 0.7

@@ -94,6 +94,12 @@ class AmortizedTransformerEncoder(AbsEncoder):
             it. Trained logits saturate, so it moves compute little; the
             compute knob is ``compute_budget``.
         gate_initial_logit: initial arbitrator bias (units start on).
+        gate_logit_bound: > 0: every gate logit is clamped to [-bound, bound]
+            in the forward with an identity gradient (straight-through), so a
+            unit always runs with a probability in [sigmoid(-bound),
+            sigmoid(bound)] and the compute term's gradient never vanishes
+            (unbounded logits saturate at |logit| ~ 20 on the bench, where
+            nothing moves them; RESULTS.md, issue 13); 0: unbounded.
         temperature_initial, temperature_final, temperature_anneal_steps:
             Gumbel-sigmoid temperature schedule over training updates.
         sparse_inference: gather/scatter execution at inference (False: dense
@@ -133,6 +139,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         compute_budget: float = 1.0,
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
+        gate_logit_bound: float = 0.0,
         temperature_initial: float = 1.0,
         temperature_final: float = 0.1,
         temperature_anneal_steps: int = 10000,
@@ -156,6 +163,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"conv_kernel_size must be >= 0 (0: no convolution unit), got {conv_kernel_size}")
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if gate_logit_bound < 0:
+            raise ValueError(f"gate_logit_bound must be >= 0 (0: unbounded), got {gate_logit_bound}")
         if not 0 < temperature_final <= temperature_initial:
             raise ValueError(
                 "need 0 < temperature_final <= temperature_initial, got "
@@ -189,6 +198,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.budget_full_fraction = budget_full_fraction
         self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
+        self.gate_logit_bound = gate_logit_bound
         self.temperature_initial = temperature_initial
         self.temperature_final = temperature_final
         self.temperature_anneal_steps = temperature_anneal_steps
@@ -323,6 +333,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
         ``decision_unit: chunk`` one sample (training) or threshold (eval) decides
         the whole chunk, so training sees the decisions inference makes.
         """
+        if self.gate_logit_bound > 0:
+            bounded = logits.clamp(-self.gate_logit_bound, self.gate_logit_bound)
+            logits = logits + (bounded - logits).detach()  # the bounded value, the identity's gradient
         if self.decision_unit == "chunk":
             shape = logits.shape
             means, expand = self._chunk_means(logits.flatten(2), valid, chunk, offset)

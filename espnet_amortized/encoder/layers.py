@@ -10,7 +10,7 @@ Three ways to run a unit, all computing the same function for hard gates:
   projection in the MHSA);
 - sparse with cached keys/values from earlier chunks (streaming).
 Offline (dense and sparse), each chunk's queries are scored against its
-attention window only (``chunk_windows``), never against the whole utterance.
+attention window only (``_attend_windows``), never against the whole utterance.
 """
 
 from typing import Callable, NamedTuple, Optional, Tuple
@@ -58,18 +58,6 @@ def chunk_blocks(x: torch.Tensor, chunk_size: int) -> torch.Tensor:
     if pad:
         x = torch.cat([x, x.new_zeros(x.size(0), pad, *x.shape[2:])], dim=1)
     return x.view(x.size(0), -1, chunk_size, *x.shape[2:])
-
-
-def chunk_windows(blocks: torch.Tensor, left_chunks: int) -> torch.Tensor:
-    """(B, N, K, ...) per-chunk blocks -> (B, N, (L + 1) * K, ...): each chunk's attention window.
-
-    Row n holds chunks n - L, ..., n in time order, L = ``left_chunks`` (the
-    whole past when negative), at most N - 1; before the first chunk, zeros (False).
-    """
-    chunks = blocks.size(1)
-    left = chunks - 1 if left_chunks < 0 else min(left_chunks, chunks - 1)
-    padded = torch.cat([blocks.new_zeros(blocks.size(0), left, *blocks.shape[2:]), blocks], dim=1)
-    return torch.cat([padded[:, shift : shift + chunks] for shift in range(left + 1)], dim=2)
 
 
 # The kept keys' share of the full softmax below which the keep gradient is bounded (see _kept_softmax).
@@ -253,7 +241,7 @@ class GatedTransformerLayer(torch.nn.Module):
         """All frames run; the output is scaled by ``gate`` (B, T) if given.
 
         Each chunk's queries are scored against the keys of its window only
-        (``left_chunks`` chunks before it and itself; ``chunk_windows``), so the
+        (``left_chunks`` chunks before it and itself; ``_attend_windows``), so the
         work is what the chunk mask allows, as the compute counter counts it.
         ``key_gate`` (B, T) 0/1 (``kv_from_skipped=False``) removes the keys of
         frames whose unit is skipped: the attention weights over the window's
@@ -314,7 +302,7 @@ class GatedTransformerLayer(torch.nn.Module):
     ) -> torch.Tensor:
         """Whole utterances: MHSA only for frames with ``execute`` (B, T) bool, chunk by chunk.
 
-        Per chunk, the executing frames are gathered (``compact_indices``), and
+        Per chunk, the executing frames are gathered (``chunk_groups``), and
         their queries are scored against the gathered keys of the chunk's
         window (``left_chunks`` chunks before it and itself): keys of frames
         with ``provides_key`` (B, T) bool (every valid frame), or None: of the

@@ -278,6 +278,7 @@ def test_threshold_moves_compute():
         ("budget_min", 0.0, "budget_min"),
         ("budget_full_fraction", 1.5, "budget_full_fraction"),
         ("compute_budget", 1.2, "compute_budget"),
+        ("gate_logit_bound", -1.0, "gate_logit_bound"),
     ],
 )
 def test_bad_options_raise_value_errors_that_name_them(option, value, message):
@@ -334,3 +335,23 @@ def test_budget_conditioned_encoder_streams_exactly_at_each_budget(batch):
         assert torch.allclose(streamed, full, atol=1e-5)
         rates.append(float(encoder.gate_info.gates.mean()))
     assert rates[0] != rates[1]  # the budget reaches the decisions
+
+
+def test_bounded_logits_keep_every_unit_possible_and_its_gradient_alive():
+    """Saturated logits (|logit| 20) give the compute term no gradient; bounded at 4 in the forward with an
+    identity gradient, each unit runs with probability in [sigmoid(-4), sigmoid(4)] and the gradient stays."""
+    torch.manual_seed(0)
+    grads = {}
+    for bound in (0.0, 4.0):
+        encoder = small_encoder(gate_logit_bound=bound).train()
+        with torch.no_grad():
+            encoder.arbitrator.out.weight.zero_()
+            encoder.arbitrator.out.bias.copy_(torch.tensor([20.0, -20.0] * 3))
+        encoder(torch.randn(2, 40, 80), torch.tensor([40, 40]))
+        probs = encoder.gate_info.probs
+        probs.sum().backward()
+        grads[bound] = float(encoder.arbitrator.out.bias.grad.abs().max())
+        if bound:
+            low, high = torch.sigmoid(torch.tensor(-bound)), torch.sigmoid(torch.tensor(bound))
+            assert float(probs.min()) == pytest.approx(float(low)) and float(probs.max()) == pytest.approx(float(high))
+    assert grads[0.0] < 1e-4 < grads[4.0]

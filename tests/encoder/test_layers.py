@@ -1,15 +1,16 @@
 import pytest
 import torch
 
-from espnet_amortized.encoder.layers import GatedTransformerLayer, chunk_windows, compact_indices
+from espnet_amortized.encoder.layers import GatedTransformerLayer, compact_indices
 from espnet_amortized.encoder.masks import chunk_attention_mask, chunk_visibility
 
 
-def test_chunk_windows_hold_each_chunks_left_chunks_then_itself():
-    blocks = torch.arange(1, 4).view(1, 3, 1)  # chunks 1, 2, 3 of one frame
-    assert chunk_windows(blocks, 1)[0].tolist() == [[0, 1], [1, 2], [2, 3]]
-    assert chunk_windows(blocks, 5)[0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]  # at most N - 1 left
-    assert chunk_windows(blocks, -1)[0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3]]
+def test_chunk_groups_left_align_each_chunks_selected_frames():
+    from espnet_amortized.encoder.layers import chunk_groups
+
+    rows, slots, valid = chunk_groups(torch.tensor([[False, True, True], [False, False, False], [True, False, True]]))
+    assert rows.tolist() == [1, 2, 6, 8]  # the selected frames of the flattened chunks, in order
+    assert slots.tolist() == [[0, 1], [0, 0], [2, 3]] and valid.tolist() == [[True, True], [False, False], [True, True]]
 
 
 def test_compact_indices_left_aligns_selected_frames():

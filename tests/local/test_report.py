@@ -277,7 +277,8 @@ def test_a_budget_conditioned_model_reports_every_budget_and_a_dedicated_one_its
             (decode / "1best_recog" / "text").write_text("".join(f"{k} {v}\n" for k, v in hyps.items()))
             (decode / "summary.json").write_text(json.dumps({
                 "compute_ratio_layers": ratio, "compute_ratio_encoder": ratio, "gflops_per_second": 1.0,
-                "rtf": 0.02, "gate_threshold": 0.5, "compute_budget": budget}))
+                "rtf": 0.02, "gate_threshold": 0.5, "compute_budget": budget,
+                "attention_rates": [0.0, 0.5], "ffn_rates": [1.0, 0.3], "dynamic_saving_share": 0.4}))
         (exp / "config.yaml").write_text("encoder: amortized_transformer\nencoder_conf:\n    gate_unit: unit\n"
                                          + configs[model])
     exps = [tmp_path / "asr_budget", tmp_path / "asr_b035"]
@@ -291,3 +292,5 @@ def test_a_budget_conditioned_model_reports_every_budget_and_a_dedicated_one_its
     wer, low, high = budget["budgets"]["0.35"]["wer"]["test_clean"]
     assert wer == 7.5 and low <= wer <= high
     assert dedicated["role"] == "gated" and dedicated["target_budget"] == 0.35 and "budgets" not in dedicated
+    assert dedicated["unit_rates"] == {"attention": [0.0, 0.5], "ffn": [1.0, 0.3]}
+    assert dedicated["dynamic_saving_share"] == 0.4
