@@ -14,6 +14,6 @@ class AmortizedASRTask(ASRTask):
     @classmethod
     def build_optimizers(cls, args, model):
         optimizers = super().build_optimizers(args, model)
-        for optimizer in optimizers:
-            count_updates(model, optimizer)
+        # ESPnet steps every optimizer once per update: a hook on each would count an update several times.
+        count_updates(model, optimizers[0])
         return optimizers
