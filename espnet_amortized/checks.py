@@ -37,17 +37,18 @@ def set_compute_knobs(encoder, gate_threshold=None, compute_budget=None) -> None
     """The decode-time compute options (None: the trained model's), checked before any decoding.
 
     ``compute_budget`` (the whole encoder's executed / dense MACs, in [0, 1])
-    needs a budget-conditioned encoder; ``gate_threshold`` any gated one.
+    needs gates decided per frame by the global arbitrator (the encoder checks
+    which); ``gate_threshold`` any gated encoder.
     """
     if compute_budget is not None:
         if not 0.0 <= compute_budget <= 1.0:
             raise ValueError(f"--compute_budget must be in [0, 1], got {compute_budget}")
-        if not getattr(encoder, "budget_conditioning", False):
-            raise ValueError(
-                f"--compute_budget {compute_budget}: the encoder {type(encoder).__name__} has no budget input "
-                "(train it with encoder_conf budget_conditioning: true)"
-            )
-        encoder.compute_budget = compute_budget
+        if not hasattr(encoder, "compute_budget"):
+            raise ValueError(f"--compute_budget {compute_budget}: the encoder {type(encoder).__name__} has no gates")
+        try:
+            encoder.compute_budget = compute_budget
+        except ValueError as error:
+            raise ValueError(f"--{error}") from error
     if gate_threshold is not None:
         if not hasattr(encoder, "gate_threshold"):
             raise ValueError(f"--gate_threshold: the encoder {type(encoder).__name__} has no gates")

@@ -7,6 +7,7 @@ import torch
 
 from espnet_amortized._espnet import espnet_asr_model_class
 from espnet_amortized.compute import COMPUTE_MEASURES, count_macs, expected_compute
+from espnet_amortized.encoder import AmortizedTransformerEncoder
 from espnet_amortized.loss import check_compute_options, compute_regularizer
 
 ESPnetASRModel = espnet_asr_model_class()
@@ -90,7 +91,7 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
         if compute_budget_bins < 1:
             raise ValueError(f"compute_budget_bins must be >= 1, got {compute_budget_bins}")
         super().__init__(*args, **kwargs)
-        self.budget_conditioned = bool(getattr(self.encoder, "budget_conditioning", False))
+        self.budget_conditioned = isinstance(self.encoder, AmortizedTransformerEncoder) and self.encoder.budget_conditioning
         if self.budget_conditioned and (compute_regularizer != "budget" or compute_measure != "encoder"):
             raise ValueError(
                 "a budget-conditioned encoder (budget_conditioning: true) needs compute_regularizer: budget and "
@@ -110,7 +111,15 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
         self.register_buffer("compute_multiplier", torch.full(bins, float(compute_weight), dtype=torch.float64))
         # Per forward: each utterance's executed compute minus its target, and its multiplier bin (dual ascent).
         self._violations_since_update: List[Tuple[torch.Tensor, torch.Tensor]] = []
+        # ESPnet's encode() drops the encoder's third output, where amortized_transformer returns its
+        # decisions (GateInfo): a forward hook of the model's own keeps that output for this forward.
+        self._gate_info = None
+        if isinstance(self.encoder, AmortizedTransformerEncoder):
+            self.encoder.register_forward_hook(self._keep_gate_info)
         self.nonfinite_batches = 0  # in this process, for the warning
+
+    def _keep_gate_info(self, encoder, inputs, outputs) -> None:
+        self._gate_info = outputs[2]
 
     @property
     def warming_up(self) -> bool:
@@ -156,8 +165,9 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
         self.num_updates += 1
 
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
+        self._gate_info = None
         loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
-        info = getattr(self.encoder, "gate_info", None)
+        info, self._gate_info = self._gate_info, None
         violations = None
         if info is not None:
             lengths = info.input_lengths.tolist()

@@ -47,6 +47,7 @@ def test_bpe_model_must_match_the_token_list(bpe):
 
 def test_compute_knobs_are_checked_and_set():
     import pytest
+    import torch
 
     from espnet_amortized.checks import set_compute_knobs
     from tests.conftest import small_encoder
@@ -57,10 +58,16 @@ def test_compute_knobs_are_checked_and_set():
     for bad in (-0.01, 1.5):
         with pytest.raises(ValueError, match=r"--compute_budget must be in \[0, 1\]"):
             set_compute_knobs(conditioned, compute_budget=bad)
-    with pytest.raises(ValueError, match="--compute_budget 0.5: the encoder AmortizedTransformerEncoder has no budget"):
-        set_compute_knobs(plain, compute_budget=0.5)
     set_compute_knobs(plain)  # nothing asked: the trained model's knobs
-    assert plain.gate_threshold == 0.5
+    assert plain.gate_threshold == 0.5 and plain.compute_budget is None
+    set_compute_knobs(plain, compute_budget=0.5)  # the allocation needs no budget input
+    assert plain.compute_budget == 0.5
+    for overrides, reason in ((dict(gate_unit="none"), "gate_unit 'none'"), (dict(arbitrator="local"), "arbitrator 'local'"),
+                              (dict(decision_unit="chunk"), "decision_unit 'chunk'")):
+        with pytest.raises(ValueError, match=f"--compute_budget 0.5: the budget allocation needs .*{reason}"):
+            set_compute_knobs(small_encoder(**overrides), compute_budget=0.5)
+    with pytest.raises(ValueError, match="--compute_budget 0.5: the encoder Linear has no gates"):
+        set_compute_knobs(torch.nn.Linear(1, 1), compute_budget=0.5)
 
 
 def test_decoders_refuse_a_budget_outside_the_unit_interval(saved_model, tmp_path):
@@ -75,5 +82,4 @@ def test_decoders_refuse_a_budget_outside_the_unit_interval(saved_model, tmp_pat
                          "--output_dir", str(tmp_path / "out"), "--compute_budget", "1.5"])
     with pytest.raises(ValueError, match="--compute_budget must be in"):
         Speech2TextStreaming(config, model, compute_budget=-0.5)
-    with pytest.raises(ValueError, match="no budget input"):
-        Speech2TextStreaming(config, model, compute_budget=0.5)
+    assert Speech2TextStreaming(config, model, compute_budget=0.5).model.encoder.compute_budget == 0.5

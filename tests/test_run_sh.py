@@ -154,8 +154,7 @@ def test_raising_the_threshold_of_the_trained_model_lowers_its_compute(recipe, m
     def decide(threshold):
         model.encoder.gate_threshold = threshold
         with torch.no_grad():
-            model.encode(batch, lengths)
-        info = model.encoder.gate_info
+            _, _, info = model.encoder(*model.normalize(batch, lengths))
         ratio = count_macs(model.encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist()).layer_ratio
         return info, ratio
 

@@ -35,6 +35,7 @@ import torch
 from espnet_amortized.checks import load_asr_model
 from espnet_amortized.benchmarks import config_of, machine_info, report
 from espnet_amortized.compute import count_macs, count_streaming_macs
+from espnet_amortized.encoder import GateInfo
 
 FRAME_SHIFT_S = 0.01
 
@@ -138,11 +139,10 @@ def offline_pass(encoder, batches, device: str, reports: list = None) -> float:
     for xs, lengths in batches:
         _sync(device)
         start = time.perf_counter()
-        encoder(xs, lengths.to(device))
+        _, _, info = encoder(xs, lengths.to(device))
         _sync(device)
         total += time.perf_counter() - start
-        info = getattr(encoder, "gate_info", None)
-        if reports is not None and info is not None:
+        if reports is not None and isinstance(info, GateInfo):
             reports.append(count_macs(encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist()))
     return total
 

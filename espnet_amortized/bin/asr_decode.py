@@ -37,6 +37,7 @@ from espnet_amortized import register
 from espnet_amortized._espnet import speech2text_class
 from espnet_amortized.checks import load_asr_model, set_compute_knobs
 from espnet_amortized.compute import SearchMacCounter, count_macs, summarize_records
+from espnet_amortized.encoder import GateInfo
 
 register()
 log = logging.getLogger("asr_decode")
@@ -76,12 +77,14 @@ def _flop_counted_macs(encoder, inputs) -> float:
 
 
 class ComputeProbe:
-    """Times the encoder's forward (torch forward hooks) and reads what it executed."""
+    """Times the encoder's forward (torch forward hooks) and keeps what it executed: ``gate_info``, the
+    decisions an ``amortized_transformer`` returns as its third output (None from any other encoder)."""
 
     def __init__(self, encoder):
         self.encoder = encoder
         self.encoder_seconds = 0.0
         self.inputs = None
+        self.gate_info = None
         self._start = 0.0
 
     def __enter__(self):
@@ -91,6 +94,7 @@ class ComputeProbe:
 
         def after(module, inputs, output):
             self.encoder_seconds += time.perf_counter() - self._start
+            self.gate_info = output[2] if isinstance(output[2], GateInfo) else None
 
         self.handles = [self.encoder.register_forward_pre_hook(before), self.encoder.register_forward_hook(after)]
         return self
@@ -100,7 +104,7 @@ class ComputeProbe:
             handle.remove()
 
     def measure(self, seconds: float) -> Dict:
-        info = getattr(self.encoder, "gate_info", None)
+        info = self.gate_info
         if info is not None:
             report = count_macs(self.encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist())
             result = report.as_dict()
@@ -225,7 +229,7 @@ def decode(args) -> Dict:
             tokens.append(f"{key} {' '.join(token)}")
             scores.append(f"{key} {float(hypothesis.score):.4f}")
             record = {"key": key, "seconds": seconds, "decode_seconds": elapsed, "encoder_seconds": probe.encoder_seconds}
-            info = getattr(encoder, "gate_info", None)
+            info = probe.gate_info
             if info is not None and len(records) < args.save_gates:  # for the compute-allocation plots
                 (args.output_dir / "gates").mkdir(exist_ok=True)
                 np.save(args.output_dir / "gates" / f"{key}.npy", info.gates[0].numpy().astype(np.uint8))

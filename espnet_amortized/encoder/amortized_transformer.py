@@ -7,9 +7,11 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from espnet_amortized._espnet import AbsEncoder, LayerNorm, StreamPositionalEncoding
+from espnet_amortized.compute import arbitrator_macs_per_frame, conv_macs_per_frame
 from espnet_amortized.encoder.arbitrator import Arbitrator
 from espnet_amortized.encoder.gates import (
     annealed_temperature,
+    budget_allocation,
     gumbel_sigmoid_straight_through,
     hard_gates,
 )
@@ -85,14 +87,25 @@ class AmortizedTransformerEncoder(AbsEncoder):
             training drawn from [budget_min, 1) uniformly, or 1 for a
             ``budget_full_fraction`` of the utterances, and held by the model's
             ``budget`` regulariser (``compute_measure: encoder``); at inference
-            ``compute_budget`` (one trained model, every budget).
+            ``compute_budget`` (one trained model, every budget; 1 when unset).
         budget_min: the smallest budget drawn in training, in (0, 1].
         budget_full_fraction: the share of training utterances at b = 1, in [0, 1].
-        compute_budget: the inference budget, in [0, 1] (budget_conditioning only).
-        gate_threshold: inference gate ``sigmoid(logit) > gate_threshold``:
-            a unit runs where its probability under the training noise exceeds
-            it. Trained logits saturate, so it moves compute little; the
-            compute knob is ``compute_budget``.
+        compute_budget: None, or the inference budget b in [0, 1]: the whole
+            encoder's executed / dense MACs. Then each chunk runs the units of
+            highest logit (over its frames, layers and units) while their MACs
+            fit b times the chunk's dense MACs, less what always runs
+            (subsampling, convolution units, arbitrator): it lands on b by
+            construction (to a unit's cost; only the always-run part where it
+            exceeds b; every unit at 1), for any model with the global arbitrator and per-frame
+            decisions, and a budget-conditioned one also gets b as its input.
+            Ignored in training. None: thresholds (and budget input 1).
+        gate_threshold: inference gate ``sigmoid(logit) > gate_threshold``
+            (without ``compute_budget``): a unit runs where its probability
+            under the training noise, sigmoid(logit), exceeds it. Training
+            drives the logits far from 0 (the noise makes every |logit| below
+            ~4 a coin flip), so thresholds move compute little (0.02-0.98:
+            0.404-0.381 of the layer MACs on the default model); the compute
+            knob is ``compute_budget``.
         gate_initial_logit: initial arbitrator bias (units start on).
         gate_logit_bound: > 0: every gate logit is clamped to [-bound, bound]
             in the forward with an identity gradient (straight-through), so a
@@ -136,7 +149,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         budget_conditioning: bool = False,
         budget_min: float = 0.25,
         budget_full_fraction: float = 0.25,
-        compute_budget: float = 1.0,
+        compute_budget: Optional[float] = None,
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
         gate_logit_bound: float = 0.0,
@@ -242,8 +255,6 @@ class AmortizedTransformerEncoder(AbsEncoder):
         # the model so that a resumed run continues the schedule; floating point, so that
         # ESPnet's checkpoint averaging averages it (it sums integer buffers).
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.float64))
-        # Decisions of the last forward (see GateInfo); None for gate_unit "none".
-        self.gate_info: Optional[GateInfo] = None
 
     def output_size(self) -> int:
         return self._output_size
@@ -264,22 +275,31 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self._gate_threshold = float(value)
 
     @property
-    def compute_budget(self) -> float:
+    def compute_budget(self) -> Optional[float]:
         return self._compute_budget
 
     @compute_budget.setter
-    def compute_budget(self, value: float) -> None:
+    def compute_budget(self, value: Optional[float]) -> None:
         """The decode-time budget (whole-encoder compute ratio); checked wherever it is set."""
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"compute_budget must be in [0, 1], got {value}")
-        self._compute_budget = float(value)
+        if value is not None:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"compute_budget must be in [0, 1], got {value}")
+            if not self.gated or self.arbitrator_type != "global" or self.decision_unit != "frame":
+                raise ValueError(
+                    f"compute_budget {value}: the budget allocation needs gates decided per frame by the global "
+                    f"arbitrator; this encoder has gate_unit {self.gate_unit!r}, arbitrator "
+                    f"{self.arbitrator_type!r}, decision_unit {self.decision_unit!r}"
+                )
+            value = float(value)
+        self._compute_budget = value
 
     def _budgets(self, batch: int, device) -> Optional[torch.Tensor]:
-        """(B,) budgets: drawn per utterance in training, ``compute_budget`` at inference; None unconditioned."""
+        """(B,) budgets: drawn per utterance in training, ``compute_budget`` (or 1) at inference; None unconditioned."""
         if not self.budget_conditioning:
             return None
         if not self.training:
-            return torch.full((batch,), self.compute_budget, device=device)
+            budget = 1.0 if self.compute_budget is None else self.compute_budget
+            return torch.full((batch,), budget, device=device)
         drawn = self.budget_min + (1.0 - self.budget_min) * torch.rand(batch, device=device)
         full = torch.rand(batch, device=device) < self.budget_full_fraction
         return torch.where(full, torch.ones_like(drawn), drawn)
@@ -333,10 +353,14 @@ class AmortizedTransformerEncoder(AbsEncoder):
         ``decision_unit: chunk`` one sample (training) or threshold (eval) decides
         the whole chunk, so training sees the decisions inference makes.
         """
+        raw = logits
         if self.gate_logit_bound > 0:
             bounded = logits.clamp(-self.gate_logit_bound, self.gate_logit_bound)
             logits = logits + (bounded - logits).detach()  # the bounded value, the identity's gradient
-        if self.decision_unit == "chunk":
+        if not self.training and self.compute_budget is not None:
+            probs = torch.sigmoid(logits)
+            gates = self._budget_decisions(raw, valid, chunk, offset)  # ranks by the raw logits: no ties at the bound
+        elif self.decision_unit == "chunk":
             shape = logits.shape
             means, expand = self._chunk_means(logits.flatten(2), valid, chunk, offset)
             probs = expand(torch.sigmoid(means)).reshape(shape)
@@ -346,6 +370,48 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if logits.size(-1) == 1:
             probs, gates = probs.expand(-1, -1, -1, 2), gates.expand(-1, -1, -1, 2)
         return probs, gates * valid[:, :, None, None].to(gates.dtype)
+
+    def _budget_decisions(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int) -> torch.Tensor:
+        """Logits (B, T, L, G) -> 0/1 gates that spend ``compute_budget`` of each chunk's dense encoder MACs.
+
+        Per chunk (``offset``: the absolute position of frame 0, so that streaming
+        and the whole utterance cut the same chunks): the gated units may spend
+        b x (the chunk's dense MACs) less what always runs; the units of highest
+        logit run while their MACs fit (``budget_allocation``). A unit costs
+        what the MAC counter charges a frame: FFN 2 d d_ff, MHSA 4 d^2 plus the
+        scores over the chunk's dense window (an upper bound: skipped frames
+        provide no keys), so a chunk lands on or below its budget.
+        """
+        batch, length, layers, per_layer = logits.shape
+        d, d_ff = self._output_size, self.linear_units
+        start = offset % chunk
+        chunks = -(-(start + length) // chunk)
+        scores = logits.new_full((batch, chunks * chunk, layers, per_layer), float("-inf"))
+        scores[:, start : start + length] = logits
+        frames = valid.new_zeros(batch, chunks * chunk)
+        frames[:, start : start + length] = valid
+        frames = frames.view(batch, chunks, chunk).to(torch.float64)
+        counts = frames.sum(-1)  # (B, C) valid frames per chunk
+        index = torch.arange(offset // chunk, offset // chunk + chunks, device=logits.device, dtype=torch.float64)
+        left = index if self.left_chunks < 0 else index.clamp(max=self.left_chunks)
+        attention = 4 * d * d + 2 * d * (left * chunk + counts)  # (B, C): MHSA per frame, dense window
+        ffn = torch.full_like(attention, 2.0 * d * d_ff)
+        dense_frame = layers * (attention + ffn) + self._always_run_macs(chunk, arbitrator=False)
+        spend = counts * (self.compute_budget * dense_frame - self._always_run_macs(chunk)).clamp(min=0.0)
+        if self.compute_budget >= 1.0:  # every unit (1.0 + the arbitrator's share of the dense encoder)
+            spend = torch.full_like(spend, float("inf"))
+        unit_costs = torch.stack([attention, ffn], -1) if per_layer == 2 else (attention + ffn).unsqueeze(-1)
+        costs = frames[..., None, None] * unit_costs[:, :, None, None, :]  # (B, C, chunk, 1, G); padding costs 0
+        costs = costs.expand(-1, -1, -1, layers, -1).reshape(batch * chunks, -1)
+        decided = budget_allocation(scores.reshape(batch * chunks, -1), costs, spend.reshape(-1))
+        return decided.view(batch, chunks * chunk, layers, per_layer)[:, start : start + length]
+
+    def _always_run_macs(self, chunk: int, arbitrator: bool = True) -> float:
+        """MACs per frame that run whatever the gates: subsampling (at a chunk's input), convolution units,
+        and the arbitrator (which a dense encoder does not have)."""
+        inputs = (chunk - 1) * self.embed.stride + self.embed.receptive_field
+        macs = self.embed.macs(inputs) / max(self.embed.num_output_frames(inputs), 1) + conv_macs_per_frame(self)
+        return macs + (arbitrator_macs_per_frame(self) if arbitrator else 0.0)
 
     # -- the layer stack --------------------------------------------------------
     def _run_layers(
@@ -444,7 +510,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         prev_states: torch.Tensor = None,
         forced_gates: Optional[torch.Tensor] = None,
         budgets: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[GateInfo]]:
         """Full-utterance forward with the chunk mask.
 
         Args:
@@ -456,7 +522,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
             budgets: optional (B,) compute budgets that replace the drawn ones
                 (training) or ``compute_budget`` (budget_conditioning only).
         Returns:
-            (B, T', output_size), (B,) output lengths, None.
+            (B, T', output_size), (B,) output lengths, and in ESPnet's states
+            slot (which its model ignores) what this forward decided (``GateInfo``;
+            None for ``gate_unit: none``), for the compute loss and the counters.
         """
         masks = lengths_to_mask(ilens, xs_pad.size(1)).unsqueeze(1)
         x, _ = self.embed(xs_pad, masks)
@@ -478,8 +546,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         x, probs, gates, _, _, _ = self._run_layers(
             x, valid, position, chunk, forced_gates=forced_gates, budgets=budgets
         )
-        self.gate_info = GateInfo(probs, gates, valid, allowed, ilens, budgets) if self.gated else None
-        return self.after_norm(x), valid.sum(dim=1), None
+        info = GateInfo(probs, gates, valid, allowed, ilens, budgets) if self.gated else None
+        return self.after_norm(x), valid.sum(dim=1), info
 
     # -- streaming ------------------------------------------------------------------
     def init_state(self, forced_gates: Optional[torch.Tensor] = None) -> Dict:

@@ -1,4 +1,4 @@
-"""Binary gates: Gumbel-sigmoid straight-through in training, thresholds at inference.
+"""Binary gates: Gumbel-sigmoid straight-through in training; at inference thresholds or a budget allocation.
 
 With logistic noise, P(hard gate = 1) = sigmoid(logit) exactly, whatever the
 temperature; so ``sigmoid(logit)`` is both the inference score and the
@@ -57,3 +57,18 @@ def annealed_temperature(
     if anneal_steps <= 0 or step >= anneal_steps:
         return final
     return initial * (final / initial) ** (step / anneal_steps)
+
+
+def budget_allocation(scores: torch.Tensor, costs: torch.Tensor, budgets: torch.Tensor) -> torch.Tensor:
+    """0/1 decisions (N, M): per row, the items of highest score run while their summed cost fits the budget.
+
+    scores, costs: (N, M); budgets: (N,). The items that run are a prefix of the
+    row sorted by score (ties in order), so for the same scores a larger budget
+    runs a superset; the item that crosses the budget runs if at least half of
+    it fits, so a row's executed cost is within half an item of its budget.
+    """
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    sorted_costs = costs.to(torch.float64).gather(-1, order)
+    midpoints = sorted_costs.cumsum(-1) - 0.5 * sorted_costs
+    chosen = (midpoints <= budgets.to(torch.float64).unsqueeze(-1)).to(scores.dtype)
+    return torch.zeros_like(chosen).scatter(-1, order, chosen)

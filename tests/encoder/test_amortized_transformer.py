@@ -30,8 +30,8 @@ def test_sparse_execution_equals_dense_masked_execution(gate_unit, arbitrator, d
     randomize_arbitration(encoder).eval()
     x, lengths = _batch()
     with torch.no_grad():
-        sparse, sparse_lengths, _ = encoder(x, lengths)
-        sparse_gates = encoder.gate_info.gates
+        sparse, sparse_lengths, info = encoder(x, lengths)
+        sparse_gates = info.gates
         encoder.sparse_inference = False
         dense, dense_lengths, _ = encoder(x, lengths)
     valid = _valid(encoder, lengths, sparse.size(1))
@@ -202,8 +202,8 @@ def test_chunk_decisions_are_sampled_once_per_chunk_in_training():
     torch.manual_seed(0)
     encoder = randomize_arbitration(small_encoder(decision_unit="chunk", chunk_size=4)).train()
     x, lengths = _batch()
-    encoder(x, lengths)
-    gates, valid = encoder.gate_info.gates, encoder.gate_info.valid
+    _, _, info = encoder(x, lengths)
+    gates, valid = info.gates, info.valid
     chunks = gates[:, : gates.size(1) // 4 * 4].unflatten(1, (-1, 4))  # (B, chunks, 4, L, 2)
     full_chunks = valid[:, : gates.size(1) // 4 * 4].unflatten(1, (-1, 4)).all(-1)
     same = (chunks == chunks[:, :, :1]).all(2).all(-1).all(-1)
@@ -234,8 +234,8 @@ def test_training_forward_uses_hard_gates_and_reaches_the_arbitrator(gate_unit, 
         kv_from_skipped=kv_from_skipped,
     ).train()
     x, lengths = _batch()
-    out, _, _ = encoder(x, lengths)
-    gates, probs = encoder.gate_info.gates, encoder.gate_info.probs
+    out, _, info = encoder(x, lengths)
+    gates, probs = info.gates, info.probs
     assert gates.shape == probs.shape == (3, out.size(1), 3, 2)
     assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
     (out.sum() + probs.sum()).backward()  # the task loss and the compute term both reach the arbitration
@@ -254,8 +254,7 @@ def test_threshold_moves_compute():
     for threshold in (0.2, 0.5, 0.8):
         encoder.gate_threshold = threshold
         with torch.no_grad():
-            encoder(x, lengths)
-        rates.append(float(encoder.gate_info.gates.mean()))
+            rates.append(float(encoder(x, lengths)[2].gates.mean()))
     assert rates[0] > rates[1] > rates[2]
 
 
@@ -296,11 +295,15 @@ def test_gate_threshold_is_checked_when_set_after_construction():
 
 def test_compute_budget_is_checked_when_set_and_needs_the_global_arbitrator():
     encoder = small_encoder(budget_conditioning=True)
+    assert encoder.compute_budget is None  # unset: thresholds
     encoder.compute_budget = 0.35
     assert encoder.compute_budget == 0.35
     for bad in (-0.1, 1.01):
         with pytest.raises(ValueError, match="compute_budget must be in"):
             encoder.compute_budget = bad
+    for options in (dict(arbitrator="local"), dict(gate_unit="none"), dict(decision_unit="chunk")):
+        with pytest.raises(ValueError, match="compute_budget 0.5: the budget allocation needs gates decided per frame"):
+            small_encoder(compute_budget=0.5, **options)
     for options in (dict(arbitrator="local"), dict(gate_unit="none")):
         with pytest.raises(ValueError, match="budget_conditioning needs the global arbitrator"):
             small_encoder(budget_conditioning=True, **options)
@@ -310,15 +313,13 @@ def test_training_draws_a_budget_per_utterance_and_inference_uses_compute_budget
     torch.manual_seed(0)
     encoder = small_encoder(budget_conditioning=True, budget_min=0.3, budget_full_fraction=0.25).train()
     x, lengths = torch.randn(400, 40, 80), torch.full((400,), 40)
-    encoder(x, lengths)
-    budgets = encoder.gate_info.budgets
+    budgets = encoder(x, lengths)[2].budgets
     full = budgets == 1.0
     assert budgets.shape == (400,) and 0.15 < float(full.float().mean()) < 0.35
     assert float(budgets.min()) >= 0.3 and 0.55 < float(budgets[~full].mean()) < 0.75  # uniform on [0.3, 1)
     encoder.eval()
     encoder.compute_budget = 0.4
-    encoder(x[:2], lengths[:2])
-    assert encoder.gate_info.budgets.tolist() == pytest.approx([0.4, 0.4])
+    assert encoder(x[:2], lengths[:2])[2].budgets.tolist() == pytest.approx([0.4, 0.4])
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -333,7 +334,8 @@ def test_budget_conditioned_encoder_streams_exactly_at_each_budget(batch):
         encoder.compute_budget = budget
         streamed, full = _streamed_and_full(encoder, x)
         assert torch.allclose(streamed, full, atol=1e-5)
-        rates.append(float(encoder.gate_info.gates.mean()))
+        with torch.no_grad():
+            rates.append(float(encoder(x, torch.full((batch,), x.size(1)))[2].gates.mean()))
     assert rates[0] != rates[1]  # the budget reaches the decisions
 
 
@@ -347,11 +349,53 @@ def test_bounded_logits_keep_every_unit_possible_and_its_gradient_alive():
         with torch.no_grad():
             encoder.arbitrator.out.weight.zero_()
             encoder.arbitrator.out.bias.copy_(torch.tensor([20.0, -20.0] * 3))
-        encoder(torch.randn(2, 40, 80), torch.tensor([40, 40]))
-        probs = encoder.gate_info.probs
+        probs = encoder(torch.randn(2, 40, 80), torch.tensor([40, 40]))[2].probs
         probs.sum().backward()
         grads[bound] = float(encoder.arbitrator.out.bias.grad.abs().max())
         if bound:
             low, high = torch.sigmoid(torch.tensor(-bound)), torch.sigmoid(torch.tensor(bound))
             assert float(probs.min()) == pytest.approx(float(low)) and float(probs.max()) == pytest.approx(float(high))
     assert grads[0.0] < 1e-4 < grads[4.0]
+
+
+def _encoder_ratio(encoder, x, lengths):
+    """The whole-encoder compute ratio of an offline forward, and its gates."""
+    from espnet_amortized.compute import count_macs
+
+    with torch.no_grad():
+        _, _, info = encoder(x, lengths)
+    return count_macs(encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist()).encoder_ratio, info.gates
+
+
+@pytest.mark.parametrize("conditioned,gate_unit", [(False, "unit"), (True, "unit"), (False, "layer")])
+def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditioned, gate_unit):
+    """The per-chunk allocation spends the budget whatever the logits: within 0.03 of each request above the
+    always-run floor (at or below it: only what always runs), monotone, and everything at 1."""
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(
+        input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8, conv_kernel_size=3,
+        gate_unit=gate_unit, budget_conditioning=conditioned)).eval()
+    x, lengths = torch.randn(3, 400, 80), torch.tensor([400, 333, 150])
+    encoder.compute_budget = 0.0
+    floor, gates = _encoder_ratio(encoder, x, lengths)
+    assert float(gates.sum()) == 0.0 and 0.1 < floor < 0.3
+    ratios = []
+    for budget in (floor / 2, 0.35, 0.5, 0.7, 0.9, 1.0):
+        encoder.compute_budget = budget
+        ratio, gates = _encoder_ratio(encoder, x, lengths)
+        ratios.append(ratio)
+        assert ratios[-1] == pytest.approx(max(budget, floor), abs=0.03)
+    assert ratios == sorted(ratios)
+    assert bool((gates[_valid(encoder, lengths, gates.size(1))] == 1).all())  # budget 1: every unit runs
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_compute_budget_streams_exactly(batch):
+    """Chunks are cut at absolute positions, so streaming allocates as the whole utterance does."""
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(input_layer="stack")).eval()
+    x = torch.randn(batch, 97, 80)
+    for budget in (0.4, 0.7):
+        encoder.compute_budget = budget
+        streamed, full = _streamed_and_full(encoder, x)
+        assert torch.allclose(streamed, full, atol=1e-5)

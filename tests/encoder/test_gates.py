@@ -60,3 +60,33 @@ def test_temperature_anneals_from_initial_to_final():
     assert annealed_temperature(50, 1.0, 0.1, 100) == pytest.approx(0.1**0.5)
     assert annealed_temperature(100, 1.0, 0.1, 100) == pytest.approx(0.1)
     assert annealed_temperature(10**6, 1.0, 0.1, 100) == pytest.approx(0.1)
+
+
+def test_budget_allocation_runs_the_best_scored_prefix_that_fits():
+    from espnet_amortized.encoder.gates import budget_allocation
+
+    scores = torch.tensor([[0.5, 3.0, -1.0, 2.0], [1.0, 1.0, 1.0, 1.0]])
+    costs = torch.tensor([[1.0, 2.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0]])
+    chosen = budget_allocation(scores, costs, torch.tensor([4.4, 2.0]))
+    # row 0: 3.0 (2) + 2.0 (2) fit 4.4, 0.5 (1) less than half; row 1: ties taken in order
+    assert chosen.tolist() == [[0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0]]
+    # half of the item that crosses the budget fits: it runs
+    assert budget_allocation(scores, costs, torch.tensor([4.5, 2.5])).tolist() == [[1.0, 1.0, 0.0, 1.0], [1.0] * 3 + [0.0]]
+    assert budget_allocation(scores, costs, torch.tensor([0.0, 0.0])).sum() == 0
+    assert budget_allocation(scores, costs, torch.tensor([6.0, 4.0])).sum() == 8
+
+
+def test_budget_allocation_is_monotone_and_lands_within_half_an_item():
+    from espnet_amortized.encoder.gates import budget_allocation
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(20, 50, generator=generator)
+    costs = torch.rand(20, 50, generator=generator) + 0.5
+    previous = torch.zeros_like(scores)
+    for fraction in (0.1, 0.3, 0.5, 0.9, 1.0):
+        budgets = fraction * costs.sum(-1)
+        chosen = budget_allocation(scores, costs, budgets)
+        spent = (chosen * costs).sum(-1)
+        assert bool(((spent - budgets).abs() <= 0.5 * costs.max(-1).values + 1e-4).all())
+        assert bool((chosen >= previous).all())  # a larger budget runs a superset
+        previous = chosen
