@@ -303,7 +303,26 @@ def summarize(rows, exps, test_sets):
             "training_seconds": seconds,
             "hardware": None if ngpu is None else (f"{ngpu} GPU" if ngpu else "CPU, 1 thread"),
         })
+    mark_static_controls(summary)
     return summary
+
+
+# A dense model below this share of the reference dense model's GFLOPs is a static control (issue 13).
+STATIC_CONTROL_SHARE = 0.9
+
+
+def mark_static_controls(summary) -> None:
+    """With a dense model first (the reference), a later dense model that runs less than ``STATIC_CONTROL_SHARE``
+    of its GFLOPs per audio second is a static control: a smaller dense model of a gated model's compute (role
+    "static", with ``compute_ratio_vs_reference``, its whole encoder's GFLOPs over the reference's)."""
+    if not summary or summary[0]["role"] != "dense" or not summary[0]["gflops_per_audio_second"]:
+        return
+    reference = summary[0]["gflops_per_audio_second"]
+    for model in summary[1:]:
+        share = (model["gflops_per_audio_second"] or reference) / reference
+        if model["role"] == "dense" and share < STATIC_CONTROL_SHARE:
+            model["role"] = "static"
+            model["compute_ratio_vs_reference"] = round(share, 4)
 
 
 def search_gflops(summary) -> Optional[float]:

@@ -224,7 +224,7 @@ def test_committed_summary_follows_the_schema_and_the_documents_cite_it(name):
     for model in document["models"]:
         assert {"name", "role", "config", "front_end", "params_m", "latency_ms", "epochs", "training_minutes",
                 "compute_ratio_layers", "compute_ratio_encoder", "gflops_per_audio_second", "wer"} <= set(model)
-        assert model["role"] in ("dense", "gated", "budget", "toolkit")
+        assert model["role"] in ("dense", "static", "gated", "budget", "toolkit")
         for test_set, (wer, low, high) in model["wer"].items():
             assert low <= wer <= high, (model["name"], test_set)
             for citation in citations:
@@ -294,3 +294,16 @@ def test_a_budget_conditioned_model_reports_every_budget_and_a_dedicated_one_its
     assert dedicated["role"] == "gated" and dedicated["target_budget"] == 0.35 and "budgets" not in dedicated
     assert dedicated["unit_rates"] == {"attention": [0.0, 0.5], "ffn": [1.0, 0.3]}
     assert dedicated["dynamic_saving_share"] == 0.4
+
+
+def test_a_smaller_dense_model_after_the_reference_is_a_static_control():
+    from report import mark_static_controls
+
+    summary = [{"role": "dense", "gflops_per_audio_second": 0.10}, {"role": "dense", "gflops_per_audio_second": 0.037},
+               {"role": "dense", "gflops_per_audio_second": 0.095}, {"role": "gated", "gflops_per_audio_second": 0.035}]
+    mark_static_controls(summary)
+    assert [m["role"] for m in summary] == ["dense", "static", "dense", "gated"]
+    assert summary[1]["compute_ratio_vs_reference"] == 0.37 and "compute_ratio_vs_reference" not in summary[2]
+    toolkit_first = [{"role": "toolkit", "gflops_per_audio_second": 0.4}, {"role": "dense", "gflops_per_audio_second": 0.1}]
+    mark_static_controls(toolkit_first)
+    assert toolkit_first[1]["role"] == "dense"  # no dense reference: nothing is a control
