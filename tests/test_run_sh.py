@@ -171,6 +171,37 @@ def test_raising_the_threshold_of_the_trained_model_lowers_its_compute(recipe, m
     assert results[0][0].gates[info.valid].min() == 1 and results[-1][0].gates.max() == 0
 
 
+def test_the_budget_knob_of_the_trained_model_lands_and_is_monotone(recipe, monkeypatch):
+    """--compute_budget on the recipe's trained gated model: the whole-encoder compute follows each budget within
+    0.03 above the always-run floor, only the floor below it, and rises with the budget."""
+    import kaldiio
+    import torch
+
+    from espnet_amortized.checks import load_asr_model, set_compute_knobs
+    from espnet_amortized.compute import count_macs
+
+    work, _ = recipe
+    monkeypatch.chdir(work)
+    exp = work / "exp" / "asr_amortized"
+    model, _ = load_asr_model(exp / "config.yaml", exp / "valid.loss.ave.pth")
+    features = [torch.from_numpy(m.copy()) for _, m in kaldiio.load_scp_sequential(str(work / "dump" / "fbank" / "test_clean" / "feats.scp"))]
+    lengths = torch.tensor([f.size(0) for f in features])
+    batch = torch.nn.utils.rnn.pad_sequence(features, batch_first=True)
+
+    def ratio(budget):
+        set_compute_knobs(model.encoder, compute_budget=budget)
+        with torch.no_grad():
+            _, _, info = model.encoder(*model.normalize(batch, lengths))
+        return count_macs(model.encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist()).encoder_ratio
+
+    floor = ratio(0.0)
+    budgets = [0.3, 0.35, 0.5, 0.7, 0.9, 1.0]
+    ratios = [ratio(budget) for budget in budgets]
+    for budget, measured in zip(budgets, ratios):
+        assert measured == pytest.approx(max(budget, floor), abs=0.03), (budget, floor, measured)
+    assert ratios == sorted(ratios) and ratios[0] < ratios[-1] - 0.3
+
+
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_the_recipe_model_streams_like_it_decodes_offline(recipe, monkeypatch, beam_size):
     """Chunk-by-chunk decoding of the whole tiny test set equals the same search on whole utterances."""

@@ -15,8 +15,8 @@ from espnet_amortized.encoder.gates import (
     gumbel_sigmoid_straight_through,
     hard_gates,
 )
-from espnet_amortized.encoder.layers import GatedTransformerLayer, KeyValues
-from espnet_amortized.encoder.masks import chunk_attention_mask, chunk_visibility, lengths_to_mask
+from espnet_amortized.encoder.layers import GatedTransformerLayer, KeyValueCache
+from espnet_amortized.encoder.masks import chunk_attention_mask, lengths_to_mask
 from espnet_amortized.encoder.subsampling import build_subsampling
 
 GATE_UNITS = ("unit", "layer", "none")
@@ -421,16 +421,17 @@ class AmortizedTransformerEncoder(AbsEncoder):
         position: torch.Tensor,
         chunk: int,
         arbitrator_cache: Optional[torch.Tensor] = None,
-        kv_cache: Optional[List[Optional[KeyValues]]] = None,
+        kv_cache: Optional[List[KeyValueCache]] = None,
         forced_gates: Optional[torch.Tensor] = None,
         conv_cache: Optional[List[Optional[torch.Tensor]]] = None,
         budgets: Optional[torch.Tensor] = None,
     ):
-        """Run every layer on x (B, T, D); returns x, probs, gates, new caches.
+        """Run every layer on x (B, T, D); returns x, probs, gates and the new arbitrator and convolution caches.
 
         ``probs`` and ``gates`` (B, T, num_blocks, 2) are 1 for a dense
         encoder; ``gates`` are 0 on padding. Attention sees the chunk windows of
-        ``chunk`` frames and ``left_chunks`` (streaming: positions and the cache).
+        ``chunk`` frames and ``left_chunks``; streaming (``kv_cache``, updated in
+        place) runs one chunk and its cached left chunks.
         """
         batch, length, _ = x.shape
         offset = int(position[0]) if length else 0
@@ -451,11 +452,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
         local_probs: List[List[torch.Tensor]] = [[None, None] for _ in self.encoders]
         local_gates: List[List[torch.Tensor]] = [[None, None] for _ in self.encoders]
         streaming = kv_cache is not None
-        visible = chunk_visibility(chunk, self.left_chunks)
         # A dense encoder (gate_unit "none") runs the plain path offline; streaming
         # always takes the sparse path, which carries the key/value cache.
         sparse = streaming or (self.gated and not self.training and self.sparse_inference)
-        new_kv: List[Optional[KeyValues]] = []
         new_conv: List[Optional[torch.Tensor]] = []
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
@@ -476,9 +475,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
                     if unit == ATT:
                         provides_key = valid if self.kv_from_skipped else None
                         if streaming:
-                            past = kv_cache[index]
-                            x, keys = layer.attention_sparse(x, execute, provides_key, visible, position, past)
-                            new_kv.append(_concat_kv(past, keys))
+                            cache = kv_cache[index]
+                            x, keys, added = layer.attention_sparse(x, execute, provides_key, cache.visible(self.left_chunks))
+                            cache.store(*keys, added)
                         else:
                             x = layer.attention_windows(x, execute, provides_key, chunk, self.left_chunks)
                     else:
@@ -496,7 +495,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if gates is None:  # local arbitration
             probs = torch.stack([torch.stack(pair, dim=-1) for pair in local_probs], dim=2)
             gates = torch.stack([torch.stack(pair, dim=-1) for pair in local_gates], dim=2)
-        return x, probs, gates, new_arbitrator_cache, new_kv, new_conv
+        return x, probs, gates, new_arbitrator_cache, new_conv
 
     def _training_chunk_size(self) -> int:
         if self.training and self.dynamic_chunk_training and random.random() < 0.5:
@@ -543,7 +542,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             budgets = self._budgets(x.size(0), x.device)
         elif not self.budget_conditioning:
             raise ValueError("budgets: this encoder has no budget input (budget_conditioning: false)")
-        x, probs, gates, _, _, _ = self._run_layers(
+        x, probs, gates, _, _ = self._run_layers(
             x, valid, position, chunk, forced_gates=forced_gates, budgets=budgets
         )
         info = GateInfo(probs, gates, valid, allowed, ilens, budgets) if self.gated else None
@@ -564,7 +563,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             "produced": 0,  # subsampled frames produced so far (positional encoding)
             "processed": 0,  # subsampled frames through the layers so far
             "arbitrator": None,
-            "kv": [None] * self.num_blocks,
+            "kv": [KeyValueCache() for _ in self.encoders],  # keys/values of the visible left chunks
             "conv": [None] * self.num_blocks,  # convolution unit inputs of the last K-1 frames
             "gates": [],  # (B, C, num_blocks, 2) decisions per chunk, for compute accounting
             "input_frames": [],  # feature frames fed to the subsampling per call
@@ -632,16 +631,12 @@ class AmortizedTransformerEncoder(AbsEncoder):
         batch, length, _ = x.shape
         start = state["processed"]
         position = torch.arange(start, start + length, device=x.device)
-        # The cache keeps only keys of the left_chunks chunks before this one.
-        if self.left_chunks >= 0:
-            first_visible = (start // self.chunk_size - self.left_chunks) * self.chunk_size
-            state["kv"] = [_drop_before(kv, first_visible) for kv in state["kv"]]
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
-        x, _, gates, arbitrator_cache, kv, conv = self._run_layers(
+        x, _, gates, arbitrator_cache, conv = self._run_layers(
             x, valid, position, self.chunk_size, state["arbitrator"], state["kv"], forced, state["conv"],
             self._budgets(batch, x.device),
         )
-        state.update(arbitrator=arbitrator_cache, kv=kv, conv=conv)
+        state.update(arbitrator=arbitrator_cache, conv=conv)
         return x, gates
 
     def _process_chunk_single(self, x: torch.Tensor, state: Dict, forced: Optional[torch.Tensor]):
@@ -667,7 +662,6 @@ class AmortizedTransformerEncoder(AbsEncoder):
         counts = gates.sum(1)[0].tolist() if gates is not None else None
         if gates is None:  # local gates, decided unit by unit below
             gates = x.new_zeros(1, length, self.num_blocks, 2)
-        caches = state.setdefault("chunk_kv", [dict(key=None, value=None, sizes=[]) for _ in self.encoders])
         keys_from_all = self.kv_from_skipped or not self.gated
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
@@ -684,8 +678,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
                     if count > 0:
                         x = layer.ffn_chunk(x, execute)
                     continue
-                cache = caches[index]
-                past = self._visible_past(cache)
+                cache = state["kv"][index]
+                past = cache.visible(self.left_chunks)
+                past = None if past is None else past[:2]  # batch 1: every column is a key
                 if count > 0:
                     x, (key, value) = layer.attention_chunk(x, execute, keys_from_all, past)
                 elif keys_from_all:
@@ -695,45 +690,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 else:
                     key, value = past if past is not None else (None, None)
                 new_frames = 0 if key is None else key.size(2) - (0 if past is None else past[0].size(2))
-                cache.update(key=key, value=value)
-                cache["sizes"].append(new_frames)
+                cache.store(key, value, None, new_frames)
                 if self.conv_kernel_size:
                     x, state["conv"][index] = layer.conv_dense(x, valid, state["conv"][index])
         return x, gates
-
-    def _visible_past(self, cache: Dict) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        """Cached (key, value) of the left chunks the next chunk may see; drops older ones.
-
-        ``cache``: {"key", "value": (1, H, N, d_k) or None, "sizes": frames per chunk}.
-        """
-        sizes = cache["sizes"]
-        if self.left_chunks >= 0 and len(sizes) > self.left_chunks:
-            dropped = sum(sizes[: len(sizes) - self.left_chunks])
-            del sizes[: len(sizes) - self.left_chunks]
-            if dropped:
-                cache["key"], cache["value"] = cache["key"][:, :, dropped:], cache["value"][:, :, dropped:]
-        if cache["key"] is None or cache["key"].size(2) == 0:
-            return None
-        return cache["key"], cache["value"]
-
-
-def _concat_kv(past: Optional[KeyValues], new: KeyValues) -> KeyValues:
-    if past is None:
-        return new
-    return KeyValues(*(torch.cat([p, n], dim=2 if p.dim() == 4 else 1) for p, n in zip(past, new)))
-
-
-def _drop_before(kv: Optional[KeyValues], first_position: int) -> Optional[KeyValues]:
-    """Drop cached keys left of the attention window; shared columns only (batch rows stay aligned)."""
-    if kv is None:
-        return None
-    keep = (kv.position >= first_position) & kv.valid
-    columns = keep.any(dim=0)
-    if bool(columns.all()):
-        return kv
-    return KeyValues(
-        kv.key[:, :, columns], kv.value[:, :, columns], kv.position[:, columns], keep[:, columns]
-    )
 
 
 def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:

@@ -8,12 +8,13 @@ Three ways to run a unit, all computing the same function for hard gates:
 - sparse: only executing frames are gathered, run and scattered back
   (inference: skipped frames cost nothing in the FFN and no Q/output
   projection in the MHSA);
-- sparse with cached keys/values from earlier chunks (streaming).
+- sparse, one chunk at a time, with the keys/values of the visible left chunks
+  from a ``KeyValueCache`` (streaming; batch 1 has its own leaner functions).
 Offline (dense and sparse), each chunk's queries are scored against its
 attention window only (``_attend_windows``), never against the whole utterance.
 """
 
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,38 @@ import torch.nn.functional as F
 from espnet_amortized._espnet import LayerNorm, MultiHeadedAttention, PositionwiseFeedForward
 
 
-class KeyValues(NamedTuple):
-    """Projected keys/values of the frames that provide them, with their positions."""
+class KeyValueCache:
+    """One layer's projected keys/values of the chunks a streaming chunk may still see (its state in streaming).
 
-    key: torch.Tensor  # (B, H, N, d_k)
-    value: torch.Tensor  # (B, H, N, d_k)
-    position: torch.Tensor  # (B, N) absolute frame index
-    valid: torch.Tensor  # (B, N) bool; False marks padding
+    ``key``/``value`` (B, H, N, d_k), ``valid`` (B, N) bool (False: a column that pads a row with fewer keys;
+    None: every column is a key, as at batch 1), ``sizes``: the columns each chunk added, oldest first. Every
+    frame of a chunk sees every key of its window, so no positions are kept: a chunk's keys leave once it is
+    more than ``left_chunks`` chunks back.
+    """
+
+    def __init__(self):
+        self.key: Optional[torch.Tensor] = None
+        self.value: Optional[torch.Tensor] = None
+        self.valid: Optional[torch.Tensor] = None
+        self.sizes: List[int] = []
+
+    def visible(self, left_chunks: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
+        """(key, value, valid) of the ``left_chunks`` chunks before the next one (-1: all), or None if none."""
+        if left_chunks >= 0 and len(self.sizes) > left_chunks:
+            dropped = sum(self.sizes[: len(self.sizes) - left_chunks])
+            del self.sizes[: len(self.sizes) - left_chunks]
+            if dropped:
+                self.key, self.value = self.key[:, :, dropped:], self.value[:, :, dropped:]
+                self.valid = None if self.valid is None else self.valid[:, dropped:]
+        if self.key is None or self.key.size(2) == 0:
+            return None
+        return self.key, self.value, self.valid
+
+    def store(self, key: Optional[torch.Tensor], value: Optional[torch.Tensor], valid: Optional[torch.Tensor],
+              added: int) -> None:
+        """The visible keys with this chunk's ``added`` columns at the end (what ``visible`` gave, extended)."""
+        self.key, self.value, self.valid = key, value, valid
+        self.sizes.append(added)
 
 
 def compact_indices(select: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -342,18 +368,15 @@ class GatedTransformerLayer(torch.nn.Module):
         x: torch.Tensor,
         execute: torch.Tensor,
         provides_key: Optional[torch.Tensor],
-        visible: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        position: torch.Tensor,
-        past: Optional[KeyValues] = None,
-    ) -> Tuple[torch.Tensor, KeyValues]:
-        """Streaming, several utterances: MHSA only for frames with ``execute`` (B, T) bool.
+        past: Optional[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = None,
+    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor], int]:
+        """Streaming, one chunk x (B, C, D) of several utterances: MHSA only for frames with ``execute`` (B, C) bool.
 
-        Keys/values are projected for frames with ``provides_key`` (B, T) bool
+        Keys/values are projected for frames with ``provides_key`` (B, C) bool
         (every valid frame; None: only the executing ones) and come also from
-        ``past`` (already restricted to the allowed window).
-        ``visible(query_positions, key_positions)`` is the chunk mask, evaluated
-        on the absolute positions ``position`` (T,) of the selected frames.
-        Returns the updated ``x`` and the new frames' keys/values for the cache.
+        ``past`` ((key, value, valid) of the visible left chunks, ``KeyValueCache.visible``);
+        every frame of the chunk sees every key. Returns the updated ``x``, (key,
+        value, valid) of ``past`` and this chunk together, and the columns this chunk added.
         """
         query_index, query_valid = compact_indices(execute)
         normed_query = self.norm_att(_gather_frames(x, query_index))
@@ -363,21 +386,18 @@ class GatedTransformerLayer(torch.nn.Module):
             key_index, key_valid = compact_indices(provides_key)
             normed_keys = self.norm_att(_gather_frames(x, key_index))
         key, value = self.project_key_value(normed_keys)
-        new = KeyValues(key, value, position[key_index], key_valid)
-        if query_index.size(1) == 0:
-            return x, new
-        mask = visible(position[query_index].unsqueeze(-1), new.position.unsqueeze(1))
-        mask = mask & key_valid.unsqueeze(1)
+        added = key.size(2)
         if past is not None:
-            key = torch.cat([past.key, key], dim=2)
-            value = torch.cat([past.value, value], dim=2)
-            past_mask = past.valid.unsqueeze(1).expand(-1, mask.size(1), -1)
-            mask = torch.cat([past_mask, mask], dim=2)
-        # Padding rows (no real query) would be all-False: let them see everything.
-        mask = mask | ~query_valid.unsqueeze(-1)
+            past_valid = past[2] if past[2] is not None else key_valid.new_ones(key.size(0), past[0].size(2))
+            key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
+            key_valid = torch.cat([past_valid, key_valid], dim=1)
+        if query_index.size(1) == 0:
+            return x, (key, value, key_valid), added
+        # Padding rows (no real query) would see no key: let them see everything.
+        mask = key_valid.unsqueeze(1) | ~query_valid.unsqueeze(-1)
         out = self._attend(normed_query, key, value, mask) * query_valid.unsqueeze(-1)
         scatter_index = query_index.unsqueeze(-1).expand(-1, -1, self.size)
-        return x.scatter_add(1, scatter_index, out), new
+        return x.scatter_add(1, scatter_index, out), (key, value, key_valid), added
 
     # -- one streaming chunk, batch 1 (the product's hot path) ----------------------
     # The frames of a chunk all see each other and every cached key (the cache holds

@@ -191,11 +191,21 @@ def test_convolution_unit_gets_gradients(conv_norm_type):
 
 @pytest.mark.parametrize("left_chunks", [-1, 0, 1, 3])
 @pytest.mark.parametrize("kv_from_skipped", [False, True])
-def test_streaming_cache_keeps_exactly_the_visible_left_chunks(left_chunks, kv_from_skipped):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_streaming_cache_keeps_exactly_the_visible_left_chunks(left_chunks, kv_from_skipped, batch):
     torch.manual_seed(0)
     encoder = randomize_arbitration(small_encoder(left_chunks=left_chunks, kv_from_skipped=kv_from_skipped)).eval()
-    streamed, full = _streamed_and_full(encoder, torch.randn(1, 97, 80))
+    x = torch.randn(batch, 97, 80)
+    streamed, full = _streamed_and_full(encoder, x)
     assert torch.allclose(streamed, full, atol=1e-5)
+    state = encoder.init_state()
+    with torch.no_grad():
+        for start in range(0, 97, 20):
+            encoder.forward_chunk(x[:, start : start + 20], state)
+            for cache in state["kv"]:  # one format at every batch size: the chunks still visible, nothing older
+                assert left_chunks < 0 or len(cache.sizes) <= left_chunks + 1
+                assert (0 if cache.key is None else cache.key.size(2)) == sum(cache.sizes)
+                assert (cache.valid is None) == (batch == 1)
 
 
 def test_chunk_decisions_are_sampled_once_per_chunk_in_training():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from espnet_amortized.encoder.layers import GatedTransformerLayer, compact_indices
-from espnet_amortized.encoder.masks import chunk_attention_mask, chunk_visibility
+from espnet_amortized.encoder.masks import chunk_attention_mask
 
 
 def test_chunk_groups_left_align_each_chunks_selected_frames():
@@ -32,10 +32,24 @@ def _reference_attention(layer, x, valid, allowed, provides_key):
     return x + attn.linear_out(context.transpose(1, 2).reshape(x.shape))
 
 
+def _stream_chunks(layer, x, execute, provides_key, chunk_size, left_chunks):
+    """The streaming sparse path chunk by chunk, its keys kept in a KeyValueCache."""
+    from espnet_amortized.encoder.layers import KeyValueCache
+
+    cache, outputs = KeyValueCache(), []
+    for start in range(0, x.size(1), chunk_size):
+        piece = slice(start, start + chunk_size)
+        keys_from = None if provides_key is None else provides_key[:, piece]
+        out, keys, added = layer.attention_sparse(x[:, piece], execute[:, piece], keys_from, cache.visible(left_chunks))
+        cache.store(*keys, added)
+        outputs.append(out)
+    return torch.cat(outputs, dim=1)
+
+
 @pytest.mark.parametrize("chunk_size,left_chunks", [(3, 1), (4, 0), (5, -1), (16, 2)])
 def test_windowed_dense_and_sparse_attention_equal_the_whole_utterance_with_the_chunk_mask(chunk_size, left_chunks):
     """Chunk windows (length not a multiple of the chunk, padding in the batch) against the (T, T)-masked reference;
-    the streaming sparse path with positions too."""
+    the streaming sparse path chunk by chunk with its key/value cache too."""
     torch.manual_seed(0)
     layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
     x = torch.randn(2, 13, 32)
@@ -43,7 +57,6 @@ def test_windowed_dense_and_sparse_attention_equal_the_whole_utterance_with_the_
     valid[1, 9:] = False
     allowed = chunk_attention_mask(13, chunk_size, left_chunks)
     execute = (torch.rand(2, 13) > 0.4) & valid
-    position = torch.arange(13)
     for kv_from_skipped in (False, True):
         provides_key = valid if kv_from_skipped else None
         reference = _reference_attention(layer, x, valid, allowed, valid if kv_from_skipped else execute)
@@ -52,7 +65,7 @@ def test_windowed_dense_and_sparse_attention_equal_the_whole_utterance_with_the_
         gated_reference = x + (reference - x) * execute.unsqueeze(-1)
         assert torch.allclose(dense[valid], gated_reference[valid], atol=1e-5)
         windows = layer.attention_windows(x, execute, provides_key, chunk_size, left_chunks)
-        streaming, _ = layer.attention_sparse(x, execute, provides_key, chunk_visibility(chunk_size, left_chunks), position)
+        streaming = _stream_chunks(layer, x, execute, provides_key, chunk_size, left_chunks)
         for sparse in (windows, streaming):
             assert torch.allclose(sparse[valid], gated_reference[valid], atol=1e-5)
         single = layer.attention_windows(x[1:, :9], execute[1:, :9], None if provides_key is None else valid[1:, :9],
@@ -112,8 +125,8 @@ def test_no_executing_frame_is_the_identity():
     layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
     x = torch.randn(1, 5, 32)
     none = torch.zeros(1, 5, dtype=torch.bool)
-    out, _ = layer.attention_sparse(x, none, none, chunk_visibility(5, 0), torch.arange(5))
-    assert torch.equal(out, x)
+    out, (key, _, valid), added = layer.attention_sparse(x, none, none)
+    assert torch.equal(out, x) and key.size(2) == added == 0 and valid.shape == (1, 0)
     assert torch.equal(layer.attention_windows(x, none, none, 5, 0), x)
     assert torch.equal(layer.ffn_sparse(x, none), x)
 
