@@ -481,7 +481,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
                         else:
                             x = layer.attention_windows(x, execute, provides_key, chunk, self.left_chunks)
                     else:
-                        x = layer.ffn_sparse(x, execute)
+                        rows = execute.reshape(-1).nonzero().squeeze(1)
+                        if rows.numel():
+                            x = layer.ffn_sparse(x, rows)
                 elif unit == ATT:
                     key_gate = None
                     if gate is not None and not self.kv_from_skipped:
@@ -676,7 +678,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
                     execute = gates[0, :, index, unit].nonzero().squeeze(1)
                 if unit == FFN:
                     if count > 0:
-                        x = layer.ffn_chunk(x, execute)
+                        x = layer.ffn_sparse(x, execute)  # batch 1: frame indices are row indices
                     continue
                 cache = state["kv"][index]
                 past = cache.visible(self.left_chunks)

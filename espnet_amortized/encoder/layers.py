@@ -463,23 +463,15 @@ class GatedTransformerLayer(torch.nn.Module):
             self._split_heads(F.linear(normed, attn.linear_v.weight, attn.linear_v.bias)),
         )
 
-    def ffn_chunk(self, x: torch.Tensor, execute: Optional[torch.Tensor]) -> torch.Tensor:
-        """FFN for one chunk x (1, C, D): the frames at ``execute`` (non-empty), or all (None)."""
-        ffn = self.feed_forward
-        rows = x if execute is None else x.index_select(1, execute)
-        hidden = ffn.activation(F.linear(self._norm(self.norm_ffn, rows), ffn.w_1.weight, ffn.w_1.bias))
-        out = F.linear(hidden, ffn.w_2.weight, ffn.w_2.bias)
-        return x + out if execute is None else x.index_add(1, execute, out)
+    def ffn_sparse(self, x: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """FFN (inference) on the frames at ``rows``, indices into x's flattened (B * T) frames (None: all).
 
-    def ffn_sparse(self, x: torch.Tensor, execute: torch.Tensor) -> torch.Tensor:
-        if x.size(0) == 1:
-            index = execute[0].nonzero().squeeze(1)
-            if index.numel() == 0:
-                return x
-            return x.index_add(1, index, self.feed_forward(self.norm_ffn(x.index_select(1, index))))
+        One path for whole utterances and streaming chunks; functional calls, since at a
+        chunk's few rows the per-call overhead is the cost.
+        """
+        ffn = self.feed_forward
         flat = x.reshape(-1, self.size)
-        index = execute.reshape(-1).nonzero().squeeze(1)
-        if index.numel() == 0:
-            return x
-        out = self.feed_forward(self.norm_ffn(flat.index_select(0, index)))
-        return flat.index_add(0, index, out).view_as(x)
+        picked = flat if rows is None else flat.index_select(0, rows)
+        hidden = ffn.activation(F.linear(self._norm(self.norm_ffn, picked), ffn.w_1.weight, ffn.w_1.bias))
+        out = F.linear(hidden, ffn.w_2.weight, ffn.w_2.bias)
+        return (flat + out if rows is None else flat.index_add(0, rows, out)).view_as(x)
