@@ -371,6 +371,18 @@ class AmortizedTransformerEncoder(AbsEncoder):
             probs, gates = probs.expand(-1, -1, -1, 2), gates.expand(-1, -1, -1, 2)
         return probs, gates * valid[:, :, None, None].to(gates.dtype)
 
+    def _local_decisions(self, layer, x: torch.Tensor, unit: int, valid: torch.Tensor, chunk: int, offset: int):
+        """Local arbitration: (unit, (probs, gates) (B, T)) for each unit that ``layer``'s gate on its input x
+        decides before ``unit`` runs (the MHSA's decides both with ``gate_unit: layer``); none for a global
+        arbitrator or an FFN already decided."""
+        per_layer = 1 if self.gate_unit == "layer" else 2
+        if layer.local_gate is None or (unit == FFN and per_layer == 1):
+            return []
+        logits = layer.local_gate(x)[:, :, None, unit : unit + 1]
+        probs, gates = self._decisions(logits, valid, chunk, offset)  # (B, T, 1, 2)
+        return [(decided, (probs[:, :, 0, decided], gates[:, :, 0, decided]))
+                for decided in ((unit,) if per_layer == 2 else (ATT, FFN))]
+
     def _budget_decisions(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int) -> torch.Tensor:
         """Logits (B, T, L, G) -> 0/1 gates that spend ``compute_budget`` of each chunk's dense encoder MACs.
 
@@ -458,12 +470,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
         new_conv: List[Optional[torch.Tensor]] = []
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
-                if layer.local_gate is not None and (unit == ATT or per_layer == 2) and forced_gates is None:
-                    logits = layer.local_gate(x)[:, :, None, unit : unit + 1]  # unit is ATT when per_layer is 1
-                    unit_probs, unit_gates = self._decisions(logits, valid, chunk, offset)
-                    for decided in ((unit,) if per_layer == 2 else (ATT, FFN)):
-                        local_probs[index][decided] = unit_probs[:, :, 0, decided]
-                        local_gates[index][decided] = unit_gates[:, :, 0, decided]
+                if forced_gates is None:
+                    for decided, (unit_probs, unit_gates) in self._local_decisions(layer, x, unit, valid, chunk, offset):
+                        local_probs[index][decided], local_gates[index][decided] = unit_probs, unit_gates
                 if not self.gated:
                     gate = None
                 elif gates is not None:
@@ -667,11 +676,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
         keys_from_all = self.kv_from_skipped or not self.gated
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
-                if counts is None and (unit == ATT or per_layer == 2):
-                    logits = layer.local_gate(x)[:, :, None, unit : unit + 1]
-                    _, unit_gates = self._decisions(logits, valid, self.chunk_size, start)
-                    units = slice(unit, unit + 1) if per_layer == 2 else slice(0, 2)
-                    gates[:, :, index, units] = unit_gates[:, :, 0, units]
+                if counts is None:
+                    for decided, (_, unit_gates) in self._local_decisions(layer, x, unit, valid, self.chunk_size, start):
+                        gates[:, :, index, decided] = unit_gates
                 count = round(counts[index][unit]) if counts is not None else int(gates[0, :, index, unit].sum())
                 execute = None
                 if 0 < count < length:
