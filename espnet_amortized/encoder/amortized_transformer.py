@@ -113,6 +113,14 @@ class AmortizedTransformerEncoder(AbsEncoder):
             sigmoid(bound)] and the compute term's gradient never vanishes
             (unbounded logits saturate at |logit| ~ 20 on the bench, where
             nothing moves them; RESULTS.md, issue 13); 0: unbounded.
+        gate_warmup_steps: optimizer updates during which every unit runs in
+            training (gates 1, no gradient to the arbitrator), so that units learn
+            before they can be skipped: with sampled gates from the first update,
+            the ASR loss alone switches units off while they are still noise, and
+            a unit that is off gets no training signal to come back (on the bench
+            the whole-encoder compute fell from 1 to 0.39 within 450 updates of
+            ASR loss alone, every MHSA off; RESULTS.md, issue 13). Pair it with
+            the model's ``compute_warmup_steps``.
         temperature_initial, temperature_final, temperature_anneal_steps:
             Gumbel-sigmoid temperature schedule over training updates.
         sparse_inference: gather/scatter execution at inference (False: dense
@@ -153,6 +161,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
         gate_logit_bound: float = 0.0,
+        gate_warmup_steps: int = 0,
         temperature_initial: float = 1.0,
         temperature_final: float = 0.1,
         temperature_anneal_steps: int = 10000,
@@ -176,6 +185,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"conv_kernel_size must be >= 0 (0: no convolution unit), got {conv_kernel_size}")
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        if gate_warmup_steps < 0:
+            raise ValueError(f"gate_warmup_steps must be >= 0, got {gate_warmup_steps}")
         if gate_logit_bound < 0:
             raise ValueError(f"gate_logit_bound must be >= 0 (0: unbounded), got {gate_logit_bound}")
         if not 0 < temperature_final <= temperature_initial:
@@ -212,6 +223,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
         self.gate_logit_bound = gate_logit_bound
+        self.gate_warmup_steps = gate_warmup_steps
         self.temperature_initial = temperature_initial
         self.temperature_final = temperature_final
         self.temperature_anneal_steps = temperature_anneal_steps
@@ -367,6 +379,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             gates = expand(self._decide(means)).reshape(shape)
         else:
             probs, gates = torch.sigmoid(logits), self._decide(logits)
+        if self.training and int(self.num_updates) < self.gate_warmup_steps:
+            gates = torch.ones_like(probs).detach()  # the dense model first
         if logits.size(-1) == 1:
             probs, gates = probs.expand(-1, -1, -1, 2), gates.expand(-1, -1, -1, 2)
         return probs, gates * valid[:, :, None, None].to(gates.dtype)

@@ -409,3 +409,23 @@ def test_compute_budget_streams_exactly(batch):
         encoder.compute_budget = budget
         streamed, full = _streamed_and_full(encoder, x)
         assert torch.allclose(streamed, full, atol=1e-5)
+
+
+def test_gate_warmup_runs_every_unit_in_training_until_its_last_update():
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(gate_warmup_steps=3)).train()
+    x, lengths = _batch()
+    out, _, info = encoder(x, lengths)
+    assert bool((info.gates[info.valid] == 1).all())
+    out.sum().backward()
+    assert encoder.arbitrator.out.weight.grad is None or float(encoder.arbitrator.out.weight.grad.abs().sum()) == 0
+    for _ in range(3):
+        encoder.count_update()
+    _, _, info = encoder(x, lengths)
+    assert 0.1 < float(info.gates[info.valid].mean()) < 0.9  # sampled from then on
+    encoder.eval()
+    encoder.num_updates.zero_()
+    _, _, info = encoder(x, lengths)
+    assert 0.1 < float(info.gates[info.valid].mean()) < 0.9  # inference never warms up
+    with pytest.raises(ValueError, match="gate_warmup_steps must be >= 0"):
+        small_encoder(gate_warmup_steps=-1)
