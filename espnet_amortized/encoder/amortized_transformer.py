@@ -392,7 +392,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         per_layer = 1 if self.gate_unit == "layer" else 2
         if layer.local_gate is None or (unit == FFN and per_layer == 1):
             return []
-        logits = layer.local_gate(x)[:, :, None, unit : unit + 1]
+        logits = layer.local_gate(x.detach())[:, :, None, unit : unit + 1]  # as the global arbitrator: reads, does not train x
         probs, gates = self._decisions(logits, valid, chunk, offset)  # (B, T, 1, 2)
         return [(decided, (probs[:, :, 0, decided], gates[:, :, 0, decided]))
                 for decided in ((unit,) if per_layer == 2 else (ATT, FFN))]
@@ -466,7 +466,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if not self.gated:
             probs = gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)
         elif self.arbitrator is not None:
-            logits, new_arbitrator_cache = self.arbitrator(x, arbitrator_cache, budgets)
+            # The arbitrator reads the features but does not train them: its straight-through and compute
+            # gradients reached the front-end ~10x larger than the ASR loss's through the layers (RESULTS.md,
+            # issue 13) and trained it for the gates instead of for recognition.
+            logits, new_arbitrator_cache = self.arbitrator(x.detach(), arbitrator_cache, budgets)
             probs, gates = self._decisions(logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset)
         else:  # local gates: decided layer by layer from each unit's input, stacked at the end
             probs = gates = None

@@ -411,6 +411,23 @@ def test_compute_budget_streams_exactly(batch):
         assert torch.allclose(streamed, full, atol=1e-5)
 
 
+@pytest.mark.parametrize("arbitrator", ["global", "local"])
+def test_the_gates_train_the_arbitration_but_not_the_features_it_reads(arbitrator):
+    """The straight-through and compute gradients stop at the arbitration's input: the front-end and the layers
+    are trained by the units' outputs only (on the bench the gates' gradient was ~10x the ASR loss's there)."""
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(arbitrator=arbitrator)).train()
+    x, lengths = _batch()
+    _, _, info = encoder(x, lengths)
+    (info.probs.sum() + info.gates.sum()).backward()  # only through the decisions
+    arbitration = encoder.arbitrator.parameters() if arbitrator == "global" else (
+        p for layer in encoder.encoders for p in layer.local_gate.parameters())
+    assert sum(float(p.grad.abs().sum()) for p in arbitration if p.grad is not None) > 0
+    features = [p for p in encoder.embed.parameters()] + [
+        p for layer in encoder.encoders for name, p in layer.named_parameters() if not name.startswith("local_gate")]
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in features)
+
+
 def test_gate_warmup_runs_every_unit_in_training_until_its_last_update():
     torch.manual_seed(0)
     encoder = randomize_arbitration(small_encoder(gate_warmup_steps=3)).train()
