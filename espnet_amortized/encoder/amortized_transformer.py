@@ -467,8 +467,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             probs = gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)
         elif self.arbitrator is not None:
             # The arbitrator reads the features but does not train them: its straight-through and compute
-            # gradients reached the front-end ~10x larger than the ASR loss's through the layers (RESULTS.md,
-            # issue 13) and trained it for the gates instead of for recognition.
+            # gradients dominated what reached the front-end (RESULTS.md, issue 13) and trained it for the
+            # gates instead of for recognition.
             logits, new_arbitrator_cache = self.arbitrator(x.detach(), arbitrator_cache, budgets)
             probs, gates = self._decisions(logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset)
         else:  # local gates: decided layer by layer from each unit's input, stacked at the end
