@@ -325,6 +325,48 @@ def mark_static_controls(summary) -> None:
             model["compute_ratio_vs_reference"] = round(share, 4)
 
 
+# A gated decoding is compared with the static control nearest in compute within this share of the reference.
+STATIC_MATCH = 0.05
+
+
+def compare_with_static_controls(summary, rows, resamples: int = 1000) -> None:
+    """Paired bootstrap of each gated decoding against the static control of (about) its compute, on the same
+    utterances: ``sets[<set>]["vs_static"]`` of a dedicated gated model, ``budgets[<b>]["vs_static"][<set>]`` of a
+    budget-conditioned one; each ``{"static": name, "delta": WER(gated) - WER(static), "low", "high", ...}``
+    (negative: the gated model is better). Needs the reference dense model first and ``mark_static_controls``."""
+    from significance import paired_bootstrap, read_per_utterance
+
+    statics = [m for m in summary if m["role"] == "static"]
+    if not statics:
+        return
+    reference = summary[0]["gflops_per_audio_second"]
+    own = {(r["model"], r["test_set"]): r for r in rows if r["own"]}
+
+    def versus(row):
+        share = row["gflops_per_second"] / reference
+        static = min(statics, key=lambda m: abs(m["compute_ratio_vs_reference"] - share))
+        base = own.get((static["model"], row["test_set"]))
+        if base is None or abs(static["compute_ratio_vs_reference"] - share) > STATIC_MATCH:
+            return None
+        paired = paired_bootstrap(read_per_utterance(base["per_utterance"]), read_per_utterance(row["per_utterance"]),
+                                  resamples)
+        return {"static": static["model"], "compute_ratio_vs_reference": round(share, 4), **paired}
+
+    for model in summary:
+        if model["role"] == "gated":
+            for test_set, result in model["sets"].items():
+                row = own.get((model["model"], test_set))
+                if row is not None and (compared := versus(row)) is not None:
+                    result["vs_static"] = compared
+        elif model["role"] == "budget":
+            for row in rows:
+                if row["model"] != model["model"] or row.get("compute_budget") is None:
+                    continue
+                entry = model.get("budgets", {}).get(f"{row['compute_budget']:g}")
+                if entry is not None and (compared := versus(row)) is not None:
+                    entry.setdefault("vs_static", {})[row["test_set"]] = compared
+
+
 def search_gflops(summary) -> Optional[float]:
     """The transducer search's prediction + joint network GFLOPs per audio second (None: not counted)."""
     parts = [summary.get(f"gflops_per_second_{network}") for network in ("prediction", "joint")]
@@ -441,6 +483,8 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.mode == "offline":
         summary = summarize(rows, args.exps, args.test_sets)
+        if args.bootstrap > 0:
+            compare_with_static_controls(summary, rows, args.bootstrap)
         text += ("One row per model at its own gate threshold and its streaming latency (an asr_transducer model: "
                  "its streaming decode); compute and decode RTF of the first test set; streaming RTF of "
                  "decode_streaming_<first set> where decoded that way; training wall time from launch.log:\n\n"

@@ -11,6 +11,8 @@ from espnet_amortized.compute import arbitrator_macs_per_frame, conv_macs_per_fr
 from espnet_amortized.encoder.arbitrator import Arbitrator
 from espnet_amortized.encoder.gates import (
     annealed_temperature,
+    allocated_straight_through,
+    bound_logits,
     budget_allocation,
     gumbel_sigmoid_straight_through,
     hard_gates,
@@ -88,6 +90,15 @@ class AmortizedTransformerEncoder(AbsEncoder):
             ``budget_full_fraction`` of the utterances, and held by the model's
             ``budget`` regulariser (``compute_measure: encoder``); at inference
             ``compute_budget`` (one trained model, every budget; 1 when unset).
+        budget_training: how training holds each utterance's budget.
+            ``regularize``: gates sampled per frame (Gumbel-sigmoid), the
+            model's ``budget`` regulariser pulls the compute to b.
+            ``allocate``: the per-chunk allocation that ``compute_budget`` uses
+            at inference decides the training gates too, on the logits plus
+            logistic noise (exploration), with the straight-through gradient:
+            training runs exactly the decisions inference makes and every b
+            lands by construction; a larger b runs a superset for the same
+            logits. Needs ``budget_conditioning`` and per-frame decisions.
         budget_min: the smallest budget drawn in training, in (0, 1].
         budget_full_fraction: the share of training utterances at b = 1, in [0, 1].
         compute_budget: None, or the inference budget b in [0, 1]: the whole
@@ -108,7 +119,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             knob is ``compute_budget``.
         gate_initial_logit: initial arbitrator bias (units start on).
         gate_logit_bound: > 0: every gate logit is clamped to [-bound, bound]
-            in the forward with an identity gradient (straight-through), so a
+            in the forward with an identity gradient (straight-through) except
+            outward at the bound (``gates.bound_logits``), so a
             unit always runs with a probability in [sigmoid(-bound),
             sigmoid(bound)] and the compute term's gradient never vanishes
             (unbounded logits saturate at |logit| ~ 20 on the bench, where
@@ -157,6 +169,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         budget_conditioning: bool = False,
         budget_min: float = 0.25,
         budget_full_fraction: float = 0.25,
+        budget_training: str = "regularize",
         compute_budget: Optional[float] = None,
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
@@ -203,6 +216,13 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"budget_min must be in (0, 1], got {budget_min}")
         if not 0.0 <= budget_full_fraction <= 1.0:
             raise ValueError(f"budget_full_fraction must be in [0, 1], got {budget_full_fraction}")
+        if budget_training not in ("regularize", "allocate"):
+            raise ValueError(f"budget_training must be 'regularize' or 'allocate', got {budget_training!r}")
+        if budget_training == "allocate" and not (budget_conditioning and decision_unit == "frame"):
+            raise ValueError(
+                "budget_training 'allocate' needs budget_conditioning: true and decision_unit: frame (it allocates "
+                f"each frame's units); got budget_conditioning {budget_conditioning}, decision_unit {decision_unit!r}"
+            )
         super().__init__()
         self._output_size = output_size
         self.num_blocks = num_blocks
@@ -220,6 +240,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.budget_conditioning = budget_conditioning
         self.budget_min = budget_min
         self.budget_full_fraction = budget_full_fraction
+        self.budget_training = budget_training
         self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
         self.gate_logit_bound = gate_logit_bound
@@ -358,7 +379,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
 
         return sums / counts, expand
 
-    def _decisions(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int):
+    def _decisions(
+        self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int, budgets: Optional[torch.Tensor] = None
+    ):
         """Logits (B, T, L, G) with G gates per layer -> probs and gates (B, T, L, 2).
 
         With ``gate_unit: layer`` (G = 1) one decision serves both units. With
@@ -367,11 +390,18 @@ class AmortizedTransformerEncoder(AbsEncoder):
         """
         raw = logits
         if self.gate_logit_bound > 0:
-            bounded = logits.clamp(-self.gate_logit_bound, self.gate_logit_bound)
-            logits = logits + (bounded - logits).detach()  # the bounded value, the identity's gradient
+            logits = bound_logits(logits, self.gate_logit_bound)
         if not self.training and self.compute_budget is not None:
             probs = torch.sigmoid(logits)
             gates = self._budget_decisions(raw, valid, chunk, offset)  # ranks by the raw logits: no ties at the bound
+        elif self.budget_training == "allocate" and budgets is not None:
+            probs = torch.sigmoid(logits)
+            if self.training:
+                gates = allocated_straight_through(
+                    raw, lambda noisy: self._budget_decisions(noisy, valid, chunk, offset, budgets), self.temperature
+                )
+            else:  # the budget input (1 without compute_budget: every unit)
+                gates = self._budget_decisions(raw, valid, chunk, offset, budgets)
         elif self.decision_unit == "chunk":
             shape = logits.shape
             means, expand = self._chunk_means(logits.flatten(2), valid, chunk, offset)
@@ -397,8 +427,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
         return [(decided, (probs[:, :, 0, decided], gates[:, :, 0, decided]))
                 for decided in ((unit,) if per_layer == 2 else (ATT, FFN))]
 
-    def _budget_decisions(self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int) -> torch.Tensor:
-        """Logits (B, T, L, G) -> 0/1 gates that spend ``compute_budget`` of each chunk's dense encoder MACs.
+    def _budget_decisions(
+        self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int, budgets: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Logits (B, T, L, G) -> 0/1 gates that spend ``compute_budget`` (or each utterance's
+        ``budgets`` (B,)) of each chunk's dense encoder MACs.
 
         Per chunk (``offset``: the absolute position of frame 0, so that streaming
         and the whole utterance cut the same chunks): the gated units may spend
@@ -423,9 +456,12 @@ class AmortizedTransformerEncoder(AbsEncoder):
         attention = 4 * d * d + 2 * d * (left * chunk + counts)  # (B, C): MHSA per frame, dense window
         ffn = torch.full_like(attention, 2.0 * d * d_ff)
         dense_frame = layers * (attention + ffn) + self._always_run_macs(chunk, arbitrator=False)
-        spend = counts * (self.compute_budget * dense_frame - self._always_run_macs(chunk)).clamp(min=0.0)
-        if self.compute_budget >= 1.0:  # every unit (1.0 + the arbitrator's share of the dense encoder)
-            spend = torch.full_like(spend, float("inf"))
+        if budgets is None:
+            budgets = torch.full((batch,), float(self.compute_budget), device=logits.device)
+        budgets = budgets.to(torch.float64).view(-1, 1)
+        spend = counts * (budgets * dense_frame - self._always_run_macs(chunk)).clamp(min=0.0)
+        # b = 1: every unit (1.0 + the arbitrator's share of the dense encoder)
+        spend = torch.where(budgets >= 1.0, torch.full_like(spend, float("inf")), spend)
         unit_costs = torch.stack([attention, ffn], -1) if per_layer == 2 else (attention + ffn).unsqueeze(-1)
         costs = frames[..., None, None] * unit_costs[:, :, None, None, :]  # (B, C, chunk, 1, G); padding costs 0
         costs = costs.expand(-1, -1, -1, layers, -1).reshape(batch * chunks, -1)
@@ -470,7 +506,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
             # gradients dominated what reached the front-end (RESULTS.md, issue 13) and trained it for the
             # gates instead of for recognition.
             logits, new_arbitrator_cache = self.arbitrator(x.detach(), arbitrator_cache, budgets)
-            probs, gates = self._decisions(logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset)
+            probs, gates = self._decisions(
+                logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset, budgets
+            )
         else:  # local gates: decided layer by layer from each unit's input, stacked at the end
             probs = gates = None
         if forced_gates is not None and self.gated:

@@ -6,6 +6,7 @@ probability the expected-compute regulariser differentiates.
 """
 
 import math
+from typing import Callable
 
 import torch
 
@@ -21,17 +22,54 @@ def gumbel_sigmoid_straight_through(
     logits: torch.Tensor, temperature: float, generator: torch.Generator = None
 ) -> torch.Tensor:
     """Hard 0/1 gates in the forward pass, the relaxed sigmoid's gradient backward."""
+    return allocated_straight_through(logits, lambda noisy: (noisy > 0).to(logits.dtype), temperature, generator)
+
+
+def allocated_straight_through(
+    logits: torch.Tensor, decide: Callable[[torch.Tensor], torch.Tensor], temperature: float,
+    generator: torch.Generator = None,
+) -> torch.Tensor:
+    """Hard 0/1 gates ``decide(logits + logistic noise)`` forward, the relaxed sigmoid's gradient backward.
+
+    ``decide`` sees the noisy logits detached: a threshold at 0 (the Gumbel-sigmoid
+    sample) or a budget allocation that ranks them.
+    """
     if not temperature > 0:
         raise ValueError(f"gate temperature must be > 0, got {temperature}")
     temperature = max(float(temperature), MIN_TEMPERATURE)
     uniform = torch.rand(
         logits.shape, device=logits.device, dtype=logits.dtype, generator=generator
     ).clamp_(_NOISE_EPS, 1.0 - _NOISE_EPS)
-    noise = torch.log(uniform) - torch.log1p(-uniform)
-    soft = torch.sigmoid((logits.clamp(-_LOGIT_CLAMP, _LOGIT_CLAMP) + noise) / temperature)
-    hard = (soft > 0.5).to(soft.dtype)
+    noisy = logits.clamp(-_LOGIT_CLAMP, _LOGIT_CLAMP) + (torch.log(uniform) - torch.log1p(-uniform))
+    soft = torch.sigmoid(noisy / temperature)
+    hard = decide(noisy.detach()).to(soft.dtype)
     # (soft - soft.detach()) is exactly 0 forward, so the forward value is exactly hard.
     return hard + (soft - soft.detach())
+
+
+class _BoundedLogits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, bound):
+        ctx.save_for_backward(logits)
+        ctx.bound = bound
+        return logits.clamp(-bound, bound)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (logits,) = ctx.saved_tensors
+        outward = ((logits >= ctx.bound) & (grad < 0)) | ((logits <= -ctx.bound) & (grad > 0))
+        return grad.masked_fill(outward, 0.0), None
+
+
+def bound_logits(logits: torch.Tensor, bound: float) -> torch.Tensor:
+    """``logits`` clamped to [-bound, bound] forward; backward the identity's gradient, except where a
+    descent step would push a logit already at or beyond the bound further out (dropped there).
+
+    With the plain identity gradient the raw logits kept running outward (|logit| ~1e4 after 2,250 bench
+    updates, RESULTS.md issue 13), so no decision could come back; here they stay at the bound and a
+    gradient towards the other decision moves them at once.
+    """
+    return _BoundedLogits.apply(logits, float(bound))
 
 
 def threshold_to_logit(threshold: float) -> float:

@@ -349,6 +349,39 @@ def test_budget_conditioned_encoder_streams_exactly_at_each_budget(batch):
     assert rates[0] != rates[1]  # the budget reaches the decisions
 
 
+def test_budget_training_allocate_trains_on_the_decisions_inference_makes():
+    """``budget_training: allocate``: each training utterance spends its drawn budget through the inference
+    allocation (to a unit, above the always-run floor), with a gradient to the arbitrator; in eval without
+    ``compute_budget`` everything runs (budget 1)."""
+    from espnet_amortized.compute import count_macs
+
+    torch.manual_seed(0)
+    encoder = small_encoder(
+        input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8,
+        budget_conditioning=True, budget_training="allocate").train()
+    x, lengths = torch.randn(3, 400, 80), torch.tensor([400, 400, 400])
+    budgets = torch.tensor([0.4, 0.7, 1.0])
+    _, _, info = encoder(x, lengths, budgets=budgets)
+    ratios = [count_macs(encoder, info.gates[i : i + 1].detach(), info.valid[i : i + 1], info.allowed[i : i + 1],
+                         [400]).encoder_ratio for i in range(3)]
+    assert ratios[0] == pytest.approx(0.4, abs=0.03) and ratios[1] == pytest.approx(0.7, abs=0.03) and ratios[2] > 1.0
+    info.gates.sum().backward()
+    assert float(encoder.arbitrator.out.weight.grad.abs().sum()) > 0
+    encoder.eval()
+    with torch.no_grad():
+        gates = encoder(x, lengths)[2].gates
+    assert bool((gates[_valid(encoder, lengths, gates.size(1))] == 1).all())
+
+
+def test_budget_training_is_checked():
+    with pytest.raises(ValueError, match="budget_training must be"):
+        small_encoder(budget_conditioning=True, budget_training="topk")
+    with pytest.raises(ValueError, match="budget_training 'allocate' needs budget_conditioning: true"):
+        small_encoder(budget_training="allocate")
+    with pytest.raises(ValueError, match="budget_training 'allocate' needs budget_conditioning: true"):
+        small_encoder(budget_conditioning=True, budget_training="allocate", decision_unit="chunk")
+
+
 def test_bounded_logits_keep_every_unit_possible_and_its_gradient_alive():
     """Saturated logits (|logit| 20) give the compute term no gradient; bounded at 4 in the forward with an
     identity gradient, each unit runs with probability in [sigmoid(-4), sigmoid(4)] and the gradient stays."""

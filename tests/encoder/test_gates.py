@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from espnet_amortized.encoder.gates import (
+    allocated_straight_through,
     annealed_temperature,
+    bound_logits,
     gumbel_sigmoid_straight_through,
     hard_gates,
     threshold_to_logit,
@@ -17,6 +19,22 @@ def test_straight_through_forward_is_hard_and_backward_is_sigmoid_gradient():
     assert set(gates.detach().unique().tolist()) <= {0.0, 1.0}
     gates.sum().backward()
     assert logits.grad is not None and (logits.grad > 0).all()
+
+
+def test_allocated_straight_through_runs_what_decide_picks_on_the_noisy_logits():
+    logits = torch.linspace(-3, 3, 50, requires_grad=True)
+    seen = {}
+
+    def top_ten(noisy):
+        seen["noisy"] = noisy
+        return torch.zeros_like(noisy).scatter(0, noisy.topk(10).indices, 1.0)
+
+    gates = allocated_straight_through(logits, top_ten, 1.0, torch.Generator().manual_seed(0))
+    assert not seen["noisy"].requires_grad and float(gates.detach().sum()) == 10.0
+    assert torch.equal(gates.detach(), top_ten(seen["noisy"]))
+    assert not torch.equal(seen["noisy"], logits.detach())  # explored: noise on the ranking
+    gates.sum().backward()
+    assert (logits.grad > 0).all()  # the relaxed sigmoid's gradient, whatever decide did
 
 
 def test_gate_probability_is_sigmoid_of_logit_at_any_temperature():
@@ -90,3 +108,14 @@ def test_budget_allocation_is_monotone_and_lands_within_half_an_item():
         assert bool(((spent - budgets).abs() <= 0.5 * costs.max(-1).values + 1e-4).all())
         assert bool((chosen >= previous).all())  # a larger budget runs a superset
         previous = chosen
+
+
+def test_bounded_logits_pass_gradients_inward_but_not_outward_at_the_bound():
+    logits = torch.tensor([-9.0, -4.0, 0.5, 4.0, 9.0], requires_grad=True)
+    bounded = bound_logits(logits, 4.0)
+    assert bounded.tolist() == [-4.0, -4.0, 0.5, 4.0, 4.0]
+    bounded.sum().backward()  # descent lowers every logit: outward at -4 and -9, inward at 4 and 9
+    assert logits.grad.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    logits.grad = None
+    (-bound_logits(logits, 4.0).sum()).backward()  # descent raises every logit
+    assert logits.grad.tolist() == [-1.0, -1.0, -1.0, 0.0, 0.0]

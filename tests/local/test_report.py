@@ -255,33 +255,38 @@ def test_the_contextual_block_baselines_are_at_the_dense_models_latency(tmp_path
     assert describe_model(tmp_path / "toolkit")["role"] == "toolkit"
 
 
-def test_a_budget_conditioned_model_reports_every_budget_and_a_dedicated_one_its_target(tmp_path):
-    from report import add_statistics, summarize
-
+def _decoded_models(tmp_path, models, extra=None):
+    """Ten 4-word utterances in dump/test_clean and, per model, config.yaml and decode dirs:
+    ``models`` {name: (config text, [(decode suffix, compute budget, compute, wrong utterances)])}; the compute
+    is the decoding's compute ratios and GFLOPs per second. Returns the dump folder and the experiment folders."""
     dump = tmp_path / "dump"
     (dump / "test_clean").mkdir(parents=True)
     references = {f"1-1-{i:04d}": "A B C D" for i in range(10)}
     (dump / "test_clean" / "text").write_text("".join(f"{k} {v}\n" for k, v in references.items()))
-    configs = {
-        "asr_budget": "    budget_conditioning: true\nmodel_conf:\n    compute_regularizer: budget\n",
-        "asr_b035": "model_conf:\n    compute_regularizer: budget\n    compute_target: 0.35\n",
-    }
-    decodings = {"asr_budget": [("_b1.0", 1.0, 1.01, 0), ("_b0.35", 0.35, 0.36, 3), ("_b0.5", 0.5, 0.49, 2)],
-                 "asr_b035": [("", None, 0.35, 2)]}
-    for model, runs in decodings.items():
+    for model, (config, runs) in models.items():
         exp = tmp_path / model
-        for suffix, budget, ratio, wrong in runs:
+        for suffix, budget, compute, wrong in runs:
             decode = exp / f"decode_test_clean{suffix}"
             (decode / "1best_recog").mkdir(parents=True)
             hyps = {k: ("A B C X" if i < wrong else v) for i, (k, v) in enumerate(references.items())}
             (decode / "1best_recog" / "text").write_text("".join(f"{k} {v}\n" for k, v in hyps.items()))
             (decode / "summary.json").write_text(json.dumps({
-                "compute_ratio_layers": ratio, "compute_ratio_encoder": ratio, "gflops_per_second": 1.0,
-                "rtf": 0.02, "gate_threshold": 0.5, "compute_budget": budget,
-                "attention_rates": [0.0, 0.5], "ffn_rates": [1.0, 0.3], "dynamic_saving_share": 0.4}))
-        (exp / "config.yaml").write_text("encoder: amortized_transformer\nencoder_conf:\n    gate_unit: unit\n"
-                                         + configs[model])
-    exps = [tmp_path / "asr_budget", tmp_path / "asr_b035"]
+                "compute_ratio_layers": compute, "compute_ratio_encoder": compute, "gflops_per_second": compute,
+                "rtf": 0.02, "gate_threshold": 0.5, "compute_budget": budget, **(extra or {})}))
+        (exp / "config.yaml").write_text(config)
+    return dump, [tmp_path / name for name in models]
+
+
+def test_a_budget_conditioned_model_reports_every_budget_and_a_dedicated_one_its_target(tmp_path):
+    from report import add_statistics, summarize
+
+    gated = "encoder: amortized_transformer\nencoder_conf:\n    gate_unit: unit\n"
+    dump, exps = _decoded_models(tmp_path, {
+        "asr_budget": (gated + "    budget_conditioning: true\nmodel_conf:\n    compute_regularizer: budget\n",
+                       [("_b1.0", 1.0, 1.01, 0), ("_b0.35", 0.35, 0.36, 3), ("_b0.5", 0.5, 0.49, 2)]),
+        "asr_b035": (gated + "model_conf:\n    compute_regularizer: budget\n    compute_target: 0.35\n",
+                     [("", None, 0.35, 2)]),
+    }, extra={"attention_rates": [0.0, 0.5], "ffn_rates": [1.0, 0.3], "dynamic_saving_share": 0.4})
     rows = gather(dump, ["test_clean"], exps)
     assert [r["decode"] for r in rows[:3]] == ["decode_test_clean_b0.35", "decode_test_clean_b0.5", "decode_test_clean_b1.0"]
     add_statistics(rows, resamples=100)
@@ -307,3 +312,29 @@ def test_a_smaller_dense_model_after_the_reference_is_a_static_control():
     toolkit_first = [{"role": "toolkit", "gflops_per_audio_second": 0.4}, {"role": "dense", "gflops_per_audio_second": 0.1}]
     mark_static_controls(toolkit_first)
     assert toolkit_first[1]["role"] == "dense"  # no dense reference: nothing is a control
+
+
+def test_gated_decodings_are_paired_with_the_static_control_of_their_compute(tmp_path):
+    """Issue 13: the gated models against the dense model of equal compute, on the same utterances."""
+    from report import add_statistics, compare_with_static_controls, summarize
+
+    dense = "encoder: amortized_transformer\nencoder_conf:\n    gate_unit: none\n"
+    gated = "encoder: amortized_transformer\nencoder_conf:\n    gate_unit: unit\n"
+    dump, exps = _decoded_models(tmp_path, {  # compute here: GFLOPs per second
+        "asr_dense": (dense, [("", None, 1.0, 1)]),
+        "asr_static": (dense, [("", None, 0.6, 4)]),
+        "asr_gated": (gated + "model_conf:\n    compute_regularizer: budget\n    compute_target: 0.6\n",
+                      [("", None, 0.6, 2)]),
+        "asr_budget": (gated + "    budget_conditioning: true\nmodel_conf:\n    compute_regularizer: budget\n",
+                       [("_b1.0", 1.0, 1.01, 1), ("_b0.6", 0.6, 0.62, 6)]),
+    })
+    rows = gather(dump, ["test_clean"], exps)
+    add_statistics(rows, resamples=100)
+    summary = summarize(rows, exps, ["test_clean"])
+    compare_with_static_controls(summary, rows, resamples=100)
+    _, static, dedicated, budget = summary
+    assert static["role"] == "static" and "vs_static" not in static["sets"]["test_clean"]
+    versus = dedicated["sets"]["test_clean"]["vs_static"]
+    assert versus["static"] == "asr_static" and versus["delta"] == -5.0 and versus["low"] <= -5.0 <= versus["high"]
+    assert budget["budgets"]["0.6"]["vs_static"]["test_clean"]["delta"] == 5.0
+    assert "vs_static" not in budget["budgets"]["1"]  # no static control near full compute
