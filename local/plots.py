@@ -4,8 +4,8 @@
     python local/plots.py --results exp/RESULTS.json --exps exp/asr_dense exp/asr_amortized \
         --dumpdir dump/fbank --out exp/plots
 
-- ``pareto_<set>.png``: WER (95% bootstrap interval) against the layer compute
-  ratio and against GFLOPs per second of audio, one point per model and
+- ``pareto_<set>.png``: WER (95% bootstrap interval) against the encoder compute
+  relative to the first model and against GFLOPs per second of audio, one point per model and
   decode-time threshold or budget (a budget-conditioned model's budgets are
   one curve); models with a dense encoder (ratio 1) are the baselines and
   drawn as stars.
@@ -20,7 +20,7 @@ import argparse
 import json
 import pathlib
 import re
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -51,9 +51,25 @@ def point_labels(row: Dict, test_set: str):
     return "@" + (f"{threshold:g}" if threshold is not None else row["decode"].rsplit("_th", 1)[-1]), None
 
 
+# The left Pareto panel's right edge: a model of more compute than this share of the first model's is drawn there.
+RELATIVE_COMPUTE_EDGE = 1.2
+
+
+def relative_compute(row: Dict, reference_gflops) -> Tuple[float, str]:
+    """(x on the left Pareto panel, note): the decoding's encoder GFLOPs over the first model's (so a smaller dense
+    model, a static control, sits at its compute, not at its own ratio 1), at most ``RELATIVE_COMPUTE_EDGE``
+    (the note then gives the true ratio); the layer compute ratio where GFLOPs are missing."""
+    if not reference_gflops or row.get("gflops_per_second") is None:
+        return row["compute_ratio_layers"], ""
+    ratio = row["gflops_per_second"] / reference_gflops
+    if ratio > RELATIVE_COMPUTE_EDGE:
+        return RELATIVE_COMPUTE_EDGE, f" (x{ratio:.1f})"
+    return ratio, ""
+
+
 def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
-    """Left: WER against the compute ratio (each model against its own dense encoder); right: against GFLOPs per
-    second of audio, which places encoders of different cost (e.g. ESPnet's contextual block encoder) where they
+    """Left: WER against the encoder compute relative to the first model (the reference dense encoder); right:
+    against GFLOPs per second of audio, which places encoders of different cost (e.g. ESPnet's contextual block encoder) where they
     are. One colour per model; its decode-time thresholds are joined by a line, its own threshold is the labelled
     point, and the legend gives each model's algorithmic latency (row ``latency_ms``: the figures compare at matched
     latency; an asr_transducer model's full-context offline decode is the point labelled so). Dashed guides: the
@@ -64,6 +80,8 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
         selected = [r for r in rows if r["test_set"] == test_set]
         figure, axes = plt.subplots(1, 2, figsize=(12, 5))
         first_baseline = None
+        first = next((r for r in selected if r.get("own", r["decode"].endswith(test_set))), selected[0])
+        reference_gflops = first.get("gflops_per_second")
         for model in dict.fromkeys(r["model"] for r in selected):
             points = sorted((r for r in selected if r["model"] == model), key=lambda r: r["compute_ratio_layers"])
             color = None
@@ -75,7 +93,8 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                 own = row.get("own", row["decode"].endswith(test_set))
                 low, high = row.get("wer_low", row["wer"]), row.get("wer_high", row["wer"])
                 label, legend = point_labels(row, test_set)
-                for axis, x in ((axes[0], row["compute_ratio_layers"]), (axes[1], row.get("gflops_per_second"))):
+                relative, note = relative_compute(row, reference_gflops)
+                for axis, x in ((axes[0], relative), (axes[1], row.get("gflops_per_second"))):
                     if x is None:
                         continue
                     drawn = axis.errorbar(x, row["wer"], yerr=[[row["wer"] - low], [high - row["wer"]]],
@@ -83,10 +102,10 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                                           capsize=3, color=color, alpha=1.0 if own else 0.6,
                                           label=legend if axis is axes[1] else None)
                     color = drawn[0].get_color()
-                    axis.annotate(label, (x, row["wer"]), textcoords="offset points", xytext=(5, 4),
+                    axis.annotate(label + (note if axis is axes[0] else ""), (x, row["wer"]), textcoords="offset points", xytext=(5, 4),
                                   fontsize=7 if own else 5, color=color)
             if len(points) > 1:
-                axes[0].plot([r["compute_ratio_layers"] for r in points], [r["wer"] for r in points], "-",
+                axes[0].plot([relative_compute(r, reference_gflops)[0] for r in points], [r["wer"] for r in points], "-",
                              linewidth=0.8, alpha=0.6, color=color)
         if first_baseline is not None:
             limit = 1.03 * first_baseline["wer"]
@@ -96,7 +115,7 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                               xycoords=("axes fraction", "data"), textcoords="offset points", xytext=(3, 3),
                               fontsize=7, color="grey")
             axes[0].axvline(0.4, linestyle="--", color="grey", linewidth=0.8)
-        axes[0].set_xlabel("compute ratio (executed / dense MACs of the encoder layers)")
+        axes[0].set_xlabel(f"encoder compute relative to {first['model'].removeprefix('asr_')} (GFLOPs ratio)")
         axes[1].set_xlabel("encoder GFLOPs per second of audio (log scale)")
         axes[1].set_xscale("log")
         axes[1].xaxis.set_minor_formatter(plt.NullFormatter())  # minor labels overlap on a short log range

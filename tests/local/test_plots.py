@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from plots import compute_allocation, main, read_epochs
 
@@ -66,6 +67,16 @@ def test_pareto_legend_names_each_model_with_its_latency():
     assert point_labels(old, "test_clean") == ("@0.3", None)
     budget = {"model": "asr_budget", "decode": "decode_test_clean_b0.35", "own": False, "compute_budget": 0.35}
     assert point_labels(budget, "test_clean") == ("b=0.35", None)
+
+
+def test_the_left_pareto_panel_places_each_model_at_its_compute_relative_to_the_first():
+    from plots import RELATIVE_COMPUTE_EDGE, relative_compute
+
+    static = {"compute_ratio_layers": 1.0, "gflops_per_second": 0.06}  # a smaller dense model: its own ratio is 1
+    assert relative_compute(static, 0.1) == (pytest.approx(0.6), "")
+    toolkit = {"compute_ratio_layers": 1.0, "gflops_per_second": 0.58}
+    assert relative_compute(toolkit, 0.1) == (RELATIVE_COMPUTE_EDGE, " (x5.8)")
+    assert relative_compute({"compute_ratio_layers": 0.4, "gflops_per_second": None}, 0.1) == (0.4, "")
 
 
 def test_compute_allocation_figure(tmp_path):
