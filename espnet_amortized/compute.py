@@ -8,8 +8,9 @@ Per layer and frame, with d = output_size and d_ff = linear_units:
   streaming (chunk + cache) and sparse paths run.
 - FFN: 2*d*d_ff per executing frame.
 - Convolution unit (``conv_kernel_size`` K > 0): 3*d^2 + K*d per frame
-  (pointwise GLU in, depthwise, pointwise out); not gated, so always run and
-  part of both the executed and the dense layer MACs.
+  (pointwise GLU in, depthwise, pointwise out); always run, unless
+  ``gate_conv``: then 3*d^2 per executing frame and the depthwise K*d per
+  frame (it runs over the whole window, zeros for skipped frames).
 - Arbitrator (global conv or local linear gates) and subsampling: always run.
 LayerNorms, softmax, residual adds and gathers are not MACs and not counted.
 
@@ -25,7 +26,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-ATT, FFN = 0, 1
+ATT, FFN, CONV = 0, 1, 2  # unit index in the gate tensors (CONV only with ``gate_conv``)
 
 
 @dataclass
@@ -39,8 +40,12 @@ class MacReport:
     dense_attention: List[float]
     dense_ffn: List[float]
     frames: int  # valid subsampled frames
-    conv: float = 0.0  # convolution units, all layers (always executed)
+    conv: float = 0.0  # convolution units, all layers, executed
     unit_rates: Dict[str, List[float]] = field(default_factory=dict)  # fraction executed per layer
+    dense_conv: Optional[float] = None  # all frames through every convolution unit (None: ``conv``, never gated)
+    # gated convolution units only: executed and dense MACs of their pointwise layers, per layer
+    conv_units: List[float] = field(default_factory=list)
+    dense_conv_units: List[float] = field(default_factory=list)
 
     @property
     def layers(self) -> float:
@@ -48,7 +53,7 @@ class MacReport:
 
     @property
     def dense_layers(self) -> float:
-        return sum(self.dense_attention) + sum(self.dense_ffn) + self.conv
+        return sum(self.dense_attention) + sum(self.dense_ffn) + (self.conv if self.dense_conv is None else self.dense_conv)
 
     @property
     def encoder(self) -> float:
@@ -86,8 +91,10 @@ class MacReport:
             "frames": self.frames,
             "unit_rates": self.unit_rates,
             # per layer, for the static / dynamic split of the saving (summarize_records)
-            "macs_units": {"attention": self.attention, "ffn": self.ffn},
-            "macs_dense_units": {"attention": self.dense_attention, "ffn": self.dense_ffn},
+            "macs_units": {"attention": self.attention, "ffn": self.ffn,
+                           **({"conv": self.conv_units} if self.conv_units else {})},
+            "macs_dense_units": {"attention": self.dense_attention, "ffn": self.dense_ffn,
+                                 **({"conv": self.dense_conv_units} if self.conv_units else {})},
         }
 
 
@@ -100,6 +107,17 @@ def conv_macs_per_frame(encoder) -> int:
     """MACs of one frame through every layer's convolution unit (0 without them)."""
     d, kernel = encoder.output_size(), encoder.conv_kernel_size
     return encoder.num_blocks * (3 * d * d + kernel * d) if kernel else 0
+
+
+def gated_conv_macs_per_frame(encoder) -> int:
+    """What a gated convolution unit saves on a skipped frame, per layer: its pointwise layers (0 ungated)."""
+    d = encoder.output_size()
+    return 3 * d * d if encoder.gate_conv else 0
+
+
+def always_run_conv_macs_per_frame(encoder) -> int:
+    """The convolution units' MACs per frame that no gate skips, all layers (the depthwise conv when gated)."""
+    return conv_macs_per_frame(encoder) - encoder.num_blocks * gated_conv_macs_per_frame(encoder)
 
 
 def arbitrator_macs_per_frame(encoder) -> int:
@@ -115,7 +133,7 @@ def count_macs(
     allowed: torch.Tensor,
     input_lengths: List[int],
 ) -> MacReport:
-    """Exact MACs for hard decisions ``gates`` (B, T, num_blocks, 2) on valid frames.
+    """Exact MACs for hard decisions ``gates`` (B, T, num_blocks, U) on valid frames (U = 3: gated conv units).
 
     ``input_lengths`` are the feature frames each utterance fed to the
     subsampling (in streaming, the frames of every call, since a few overlap).
@@ -128,6 +146,8 @@ def count_macs(
     dense_att = float((4 * d * d * validf + 2 * d * validf * dense_visible).sum())
     dense_ffn = float(2 * d * d_ff * validf.sum())
     attention, ffn, att_rate, ffn_rate = [], [], [], []
+    conv_units, conv_rate = [], []
+    gated_conv = gated_conv_macs_per_frame(encoder)
     frames = max(float(validf.sum()), 1.0)
     for layer in range(encoder.num_blocks):
         execute = gates[:, :, layer, ATT]
@@ -138,6 +158,10 @@ def count_macs(
         ffn.append(float(2 * d * d_ff * gates[:, :, layer, FFN].sum()))
         att_rate.append(float(execute.sum()) / frames)
         ffn_rate.append(float(gates[:, :, layer, FFN].sum()) / frames)
+        if gated_conv:
+            conv_units.append(float(gated_conv * gates[:, :, layer, CONV].sum()))
+            conv_rate.append(float(gates[:, :, layer, CONV].sum()) / frames)
+    rates = {"attention": att_rate, "ffn": ffn_rate, **({"conv": conv_rate} if gated_conv else {})}
     return MacReport(
         subsampling=float(sum(encoder.embed.macs(int(n)) for n in input_lengths)),
         arbitrator=float(arbitrator_macs_per_frame(encoder) * validf.sum()),
@@ -146,8 +170,11 @@ def count_macs(
         dense_attention=[dense_att] * encoder.num_blocks,
         dense_ffn=[dense_ffn] * encoder.num_blocks,
         frames=int(validf.sum()),
-        conv=float(conv_macs_per_frame(encoder) * validf.sum()),
-        unit_rates={"attention": att_rate, "ffn": ffn_rate},
+        conv=float(always_run_conv_macs_per_frame(encoder) * validf.sum()) + sum(conv_units),
+        unit_rates=rates,
+        dense_conv=float(conv_macs_per_frame(encoder) * validf.sum()),
+        conv_units=conv_units,
+        dense_conv_units=[float(gated_conv * validf.sum())] * encoder.num_blocks if gated_conv else [],
     )
 
 
@@ -184,7 +211,7 @@ COMPUTE_MEASURES = ("layers", "encoder")
 def expected_compute(
     encoder, probs: torch.Tensor, valid: torch.Tensor, allowed: torch.Tensor, input_lengths: List[int]
 ) -> ExpectedCompute:
-    """E[executed MACs] / dense MACs per utterance, for gate probabilities ``probs`` (B, T, num_blocks, 2).
+    """E[executed MACs] / dense MACs per utterance, for gate probabilities ``probs`` (B, T, num_blocks, U).
 
     ``probs`` are the probabilities sigmoid(logit) that a unit runs, which for
     Gumbel-sigmoid gates is exactly P(gate = 1); for hard 0/1 gates the result
@@ -211,10 +238,12 @@ def expected_compute(
         # sum_i p_i * (p_i + sum_{j != i, allowed} p_j)
         others = torch.einsum("ij,bjl->bil", allowed_f, p_att) - p_att * torch.diagonal(allowed_f).unsqueeze(-1)
         scores = 2 * d * (p_att * (1.0 + others)).sum(dim=(1, 2))
-    conv = conv_macs_per_frame(encoder) * frames  # always executed
+    conv = always_run_conv_macs_per_frame(encoder) * frames
+    if gated_conv_macs_per_frame(encoder):
+        conv = conv + gated_conv_macs_per_frame(encoder) * probs[..., CONV].sum(dim=(1, 2))
     arbitrator = arbitrator_macs_per_frame(encoder) * frames
     layers = q_and_out + key_value + scores + 2 * d * d_ff * p_ffn.sum(dim=(1, 2)) + conv
-    dense_layers = dense_per_layer * encoder.num_blocks + conv
+    dense_layers = dense_per_layer * encoder.num_blocks + conv_macs_per_frame(encoder) * frames
     subsampling = torch.tensor([float(encoder.embed.macs(int(n))) for n in input_lengths],
                                dtype=probs.dtype, device=probs.device)
     return ExpectedCompute(
@@ -305,7 +334,9 @@ def summarize_records(records: List[Dict], audio_seconds: float) -> Dict:
         layers = sum(r["macs_layers"] + r["macs_arbitrator"] for r in records)
         summary["compute_ratio_layers"] = layers / max(sum(r["macs_dense_layers"] for r in records), 1e-9)
         frames = np.array([r["frames"] for r in records], dtype=float)
-        for unit in ("attention", "ffn"):
+        for unit in ("attention", "ffn", "conv"):
+            if unit not in records[0]["unit_rates"]:
+                continue
             rates = np.array([r["unit_rates"][unit] for r in records])
             summary[f"{unit}_rates"] = ((rates * frames[:, None]).sum(0) / max(frames.sum(), 1.0)).tolist()
         if all("macs_units" in r for r in records):
@@ -326,7 +357,7 @@ def saving_split(records: List[Dict], summary: Dict) -> Dict:
     "always" or None (dynamic), from the frame-weighted rates.
     """
     savings, static = {}, {}
-    for unit in ("attention", "ffn"):
+    for unit in records[0]["macs_units"]:
         dense = np.sum([r["macs_dense_units"][unit] for r in records], axis=0)
         executed = np.sum([r["macs_units"][unit] for r in records], axis=0)
         savings[unit] = dense - executed

@@ -183,19 +183,21 @@ def training_curves(exps: List[pathlib.Path], out: pathlib.Path) -> pathlib.Path
 
 
 def compute_allocation(features: np.ndarray, gates: np.ndarray, title: str, path: pathlib.Path) -> pathlib.Path:
-    """features (T, 80); gates (T', L, 2) 0/1 per encoder frame, layer and unit (MHSA, FFN)."""
+    """features (T, 80); gates (T', L, U) 0/1 per encoder frame, layer and unit (MHSA, FFN and, U = 3, the
+    gated convolution unit)."""
     plt = _pyplot()
-    frames, layers = gates.shape[0], gates.shape[1]
-    rows = gates.transpose(1, 2, 0).reshape(2 * layers, frames)  # layer 1 MHSA, layer 1 FFN, ...
+    frames, layers, units = gates.shape
+    rows = gates.transpose(1, 2, 0).reshape(units * layers, frames)  # layer 1 MHSA, layer 1 FFN, ...
     seconds = features.shape[0] / 100.0
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 4.5), sharex=True,
                                          gridspec_kw={"height_ratios": [1, 1.2]})
     top.imshow(features.T, origin="lower", aspect="auto", extent=(0, seconds, 0, features.shape[1]), cmap="magma")
     top.set(ylabel="fbank bin", title=title)
-    bottom.imshow(rows, origin="upper", aspect="auto", extent=(0, seconds, 2 * layers, 0), cmap="Greys",
+    bottom.imshow(rows, origin="upper", aspect="auto", extent=(0, seconds, units * layers, 0), cmap="Greys",
                   vmin=0, vmax=1, interpolation="nearest")
-    bottom.set_yticks(np.arange(2 * layers) + 0.5)
-    bottom.set_yticklabels([f"L{i // 2 + 1} {'MHSA' if i % 2 == 0 else 'FFN'}" for i in range(2 * layers)], fontsize=6)
+    bottom.set_yticks(np.arange(units * layers) + 0.5)
+    names = ("MHSA", "FFN", "conv")
+    bottom.set_yticklabels([f"L{i // units + 1} {names[i % units]}" for i in range(units * layers)], fontsize=6)
     bottom.set(xlabel="time (s)", ylabel="executed (black)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

@@ -140,8 +140,8 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                         "gflops_per_second": summary["gflops_per_second"],
                         "gflops_per_second_search": search_gflops(summary),
                         # gated models: how often each unit runs, and the saving's dynamic share (issue 13)
-                        "unit_rates": ({"attention": summary["attention_rates"], "ffn": summary["ffn_rates"]}
-                                       if "attention_rates" in summary else None),
+                        "unit_rates": ({unit: summary[f"{unit}_rates"] for unit in ("attention", "ffn", "conv")
+                                        if f"{unit}_rates" in summary} if "attention_rates" in summary else None),
                         "dynamic_saving_share": summary.get("dynamic_saving_share"),
                         "rtf": summary["rtf"], "encoder_rtf": summary.get("encoder_rtf"),
                         # streaming decodings only

@@ -23,6 +23,7 @@ FRONT_ENDS = {
     "dw_striding": {"input_layer": "dw_striding"},
     "dw_striding8": {"input_layer": "dw_striding", "subsampling_factor": 8, "subsampling_channels": 16},
     "dw_striding+conv": {"input_layer": "dw_striding", "conv_kernel_size": 7},
+    "dw_striding+gated_conv": {"input_layer": "dw_striding", "conv_kernel_size": 7, "gate_conv": True},
 }
 
 
@@ -34,6 +35,8 @@ def test_counter_agrees_with_torch_flop_counter_offline(front_end, arbitrator, c
     # One chunk covering the utterance, or chunk windows: offline attention scores the windows only, plus
     # the zeros that pad the first chunks' windows and the last chunk (here 7 chunks: under 5% more, less as
     # utterances grow); the 2% is the front-ends' count, as before windows.
+    if arbitrator == "local" and FRONT_ENDS[front_end].get("gate_conv"):
+        pytest.skip("gate_conv needs the global arbitrator")
     encoder = small_encoder(**FRONT_ENDS[front_end], arbitrator=arbitrator, chunk_size=chunk_size,
                             left_chunks=left_chunks).eval()
     encoder.sparse_inference = sparse
@@ -41,7 +44,8 @@ def test_counter_agrees_with_torch_flop_counter_offline(front_end, arbitrator, c
     with torch.no_grad():
         frames = encoder(x, lengths)[0].size(1)
     outputs = []
-    measured = _flop_counter_macs(lambda: outputs.append(encoder(x, lengths, forced_gates=torch.ones(1, frames, 3, 2))))
+    forced = torch.ones(1, frames, 3, encoder.units_per_layer)
+    measured = _flop_counter_macs(lambda: outputs.append(encoder(x, lengths, forced_gates=forced)))
     info = outputs[0][2]
     counted = count_macs(encoder, info.gates, info.valid, info.allowed, [200]).encoder
     assert counted * 0.98 <= measured <= counted * (1.02 if chunk_size > frames else 1.05)
@@ -122,12 +126,12 @@ def test_ratios_and_rates():
     assert report.gflops_per_second(1.0) == pytest.approx(2 * report.encoder / 1e9)
 
 
-@pytest.mark.parametrize("kv_from_skipped", [False, True])
-def test_expected_ratio_matches_average_of_sampled_hard_ratios_per_utterance(kv_from_skipped):
+@pytest.mark.parametrize("kv_from_skipped,gate_conv", [(False, False), (True, False), (False, True)])
+def test_expected_ratio_matches_average_of_sampled_hard_ratios_per_utterance(kv_from_skipped, gate_conv):
     torch.manual_seed(0)
-    encoder = small_encoder(kv_from_skipped=kv_from_skipped)
+    encoder = small_encoder(kv_from_skipped=kv_from_skipped, conv_kernel_size=3 if gate_conv else 0, gate_conv=gate_conv)
     frames = 12
-    probs = torch.rand(2, frames, 3, 2)
+    probs = torch.rand(2, frames, 3, encoder.units_per_layer)
     valid = torch.ones(2, frames, dtype=torch.bool)
     valid[1, 8:] = False
     allowed = chunk_attention_mask(frames, 4, 1)
@@ -230,3 +234,18 @@ def test_summary_splits_the_saving_into_static_and_dynamic_units():
     assert summary["saving_macs"] == pytest.approx(static_saving + dynamic_saving)
     assert summary["dynamic_saving_share"] == pytest.approx(dynamic_saving / (static_saving + dynamic_saving))
     assert 0.3 < summary["dynamic_saving_share"] < 0.7
+
+
+def test_a_skipped_gated_convolution_unit_saves_its_pointwise_layers():
+    encoder = small_encoder(num_blocks=2, conv_kernel_size=5, gate_conv=True)
+    frames, d = 10, 32
+    gates = torch.ones(1, frames, 2, 3)
+    valid = torch.ones(1, frames, dtype=torch.bool)
+    allowed = chunk_attention_mask(frames, 4, 1)
+    full = count_macs(encoder, gates, valid, allowed, [44])
+    gates[:, :4, 1, 2] = 0  # the second layer's convolution unit skips 4 frames
+    report = count_macs(encoder, gates, valid, allowed, [44])
+    assert full.layers == pytest.approx(full.dense_layers)
+    assert full.dense_layers - report.layers == pytest.approx(4 * 3 * d * d)  # the depthwise conv still runs
+    assert report.unit_rates["conv"] == [1.0, 0.6]
+    assert report.as_dict()["macs_units"]["conv"] == [frames * 3 * d * d, 6 * 3 * d * d]

@@ -7,7 +7,14 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from espnet_amortized._espnet import AbsEncoder, LayerNorm, StreamPositionalEncoding
-from espnet_amortized.compute import arbitrator_macs_per_frame, conv_macs_per_frame
+from espnet_amortized.compute import (
+    ATT,
+    CONV,
+    FFN,
+    always_run_conv_macs_per_frame,
+    arbitrator_macs_per_frame,
+    gated_conv_macs_per_frame,
+)
 from espnet_amortized.encoder.arbitrator import Arbitrator
 from espnet_amortized.encoder.gates import (
     annealed_temperature,
@@ -25,16 +32,16 @@ GATE_UNITS = ("unit", "layer", "none")
 ARBITRATORS = ("global", "local")
 DECISION_UNITS = ("frame", "chunk")
 CONV_NORM_TYPES = ("layer_norm", "batch_norm")
-ATT, FFN = 0, 1
 
 
 @dataclass
 class GateInfo:
     """What one forward decided, for the compute loss and the MAC counter.
 
-    ``probs`` and ``gates`` are (B, T, num_blocks, 2): per frame, layer and
-    unit (MHSA, FFN). ``probs`` = sigmoid(logit) is differentiable; ``gates``
-    holds the 0/1 decisions that ran.
+    ``probs`` and ``gates`` are (B, T, num_blocks, U): per frame, layer and
+    unit (MHSA, FFN and, with ``gate_conv``, the convolution unit: U = 3).
+    ``probs`` = sigmoid(logit) is differentiable; ``gates`` holds the 0/1
+    decisions that ran.
     """
 
     probs: torch.Tensor
@@ -64,10 +71,16 @@ class AmortizedTransformerEncoder(AbsEncoder):
             encoder's MACs at factor 4; ESPnet's conv2d there: ~70%).
         conv_kernel_size: kernel of a causal convolution unit after each layer's
             MHSA (the Conformer's module with LayerNorm; 0: none). Always
-            executed (not gated) and counted by the MAC counter.
+            executed unless ``gate_conv``, and counted by the MAC counter.
         conv_norm_type: the convolution unit's norm after the depthwise conv:
             "layer_norm" (per frame) or "batch_norm" (ESPnet's conformer module's,
             statistics over the padded batch; an ablation, RESULTS.md issue 12).
+        gate_conv: the convolution units are gated too (a third gate per layer
+            with ``gate_unit: unit``; with ``layer`` the layer's gate decides all
+            three): a skipped frame runs neither of its pointwise layers and
+            gives the depthwise conv a zero input; needs ``conv_kernel_size`` and
+            the global arbitrator. Without it they always run (the compute floor:
+            0.288 of the dense encoder for conf/train_amortized.yaml).
         chunk_size: frames per chunk after subsampling (> 0).
         left_chunks: chunks of left context (-1: all of the past).
         dynamic_chunk_training: per training batch, a random chunk size in
@@ -156,6 +169,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         subsampling_kernel_size: int = 3,
         conv_kernel_size: int = 0,
         conv_norm_type: str = "layer_norm",
+        gate_conv: bool = False,
         chunk_size: int = 16,
         left_chunks: int = 4,
         dynamic_chunk_training: bool = False,
@@ -216,6 +230,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"budget_min must be in (0, 1], got {budget_min}")
         if not 0.0 <= budget_full_fraction <= 1.0:
             raise ValueError(f"budget_full_fraction must be in [0, 1], got {budget_full_fraction}")
+        if gate_conv and not (conv_kernel_size and gate_unit != "none" and arbitrator == "global"):
+            raise ValueError(
+                "gate_conv needs convolution units (conv_kernel_size > 0), gates and the global arbitrator; got "
+                f"conv_kernel_size {conv_kernel_size}, gate_unit {gate_unit!r}, arbitrator {arbitrator!r}"
+            )
         if budget_training not in ("regularize", "allocate"):
             raise ValueError(f"budget_training must be 'regularize' or 'allocate', got {budget_training!r}")
         if budget_training == "allocate" and not (budget_conditioning and decision_unit == "frame"):
@@ -229,6 +248,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.attention_heads = attention_heads
         self.linear_units = linear_units
         self.conv_kernel_size = conv_kernel_size
+        self.gate_conv = gate_conv
+        # units per layer in the gate tensors: MHSA, FFN (and the convolution unit when gated)
+        self.units_per_layer = 3 if gate_conv else 2
+        # gates the arbitrator emits per layer
+        self.gates_per_layer = 1 if gate_unit == "layer" else self.units_per_layer
         self.chunk_size = chunk_size
         self.left_chunks = left_chunks
         self.dynamic_chunk_training = dynamic_chunk_training
@@ -261,7 +285,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             subsampling_kernel_size,
         )
         self.pos_enc = StreamPositionalEncoding(output_size, positional_dropout_rate)
-        gates_per_layer = 1 if gate_unit == "layer" else 2
+        gates_per_layer = self.gates_per_layer
         local = gates_per_layer if (gate_unit != "none" and arbitrator == "local") else 0
         self.encoders = torch.nn.ModuleList(
             GatedTransformerLayer(
@@ -382,7 +406,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
     def _decisions(
         self, logits: torch.Tensor, valid: torch.Tensor, chunk: int, offset: int, budgets: Optional[torch.Tensor] = None
     ):
-        """Logits (B, T, L, G) with G gates per layer -> probs and gates (B, T, L, 2).
+        """Logits (B, T, L, G) with G gates per layer -> probs and gates (B, T, L, U).
 
         With ``gate_unit: layer`` (G = 1) one decision serves both units. With
         ``decision_unit: chunk`` one sample (training) or threshold (eval) decides
@@ -412,7 +436,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if self.training and int(self.num_updates) < self.gate_warmup_steps:
             gates = torch.ones_like(probs).detach()  # the dense model first
         if logits.size(-1) == 1:
-            probs, gates = probs.expand(-1, -1, -1, 2), gates.expand(-1, -1, -1, 2)
+            units = self.units_per_layer
+            probs, gates = probs.expand(-1, -1, -1, units), gates.expand(-1, -1, -1, units)
         return probs, gates * valid[:, :, None, None].to(gates.dtype)
 
     def _local_decisions(self, layer, x: torch.Tensor, unit: int, valid: torch.Tensor, chunk: int, offset: int):
@@ -455,14 +480,16 @@ class AmortizedTransformerEncoder(AbsEncoder):
         left = index if self.left_chunks < 0 else index.clamp(max=self.left_chunks)
         attention = 4 * d * d + 2 * d * (left * chunk + counts)  # (B, C): MHSA per frame, dense window
         ffn = torch.full_like(attention, 2.0 * d * d_ff)
-        dense_frame = layers * (attention + ffn) + self._always_run_macs(chunk, arbitrator=False)
+        conv = torch.full_like(attention, float(gated_conv_macs_per_frame(self)))  # per layer
+        dense_frame = layers * (attention + ffn + conv) + self._always_run_macs(chunk, arbitrator=False)
         if budgets is None:
             budgets = torch.full((batch,), float(self.compute_budget), device=logits.device)
         budgets = budgets.to(torch.float64).view(-1, 1)
         spend = counts * (budgets * dense_frame - self._always_run_macs(chunk)).clamp(min=0.0)
         # b = 1: every unit (1.0 + the arbitrator's share of the dense encoder)
         spend = torch.where(budgets >= 1.0, torch.full_like(spend, float("inf")), spend)
-        unit_costs = torch.stack([attention, ffn], -1) if per_layer == 2 else (attention + ffn).unsqueeze(-1)
+        units = [attention, ffn] + ([conv] if self.gate_conv else [])
+        unit_costs = torch.stack(units, -1) if per_layer > 1 else sum(units).unsqueeze(-1)
         costs = frames[..., None, None] * unit_costs[:, :, None, None, :]  # (B, C, chunk, 1, G); padding costs 0
         costs = costs.expand(-1, -1, -1, layers, -1).reshape(batch * chunks, -1)
         decided = budget_allocation(scores.reshape(batch * chunks, -1), costs, spend.reshape(-1))
@@ -472,7 +499,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         """MACs per frame that run whatever the gates: subsampling (at a chunk's input), convolution units,
         and the arbitrator (which a dense encoder does not have)."""
         inputs = (chunk - 1) * self.embed.stride + self.embed.receptive_field
-        macs = self.embed.macs(inputs) / max(self.embed.num_output_frames(inputs), 1) + conv_macs_per_frame(self)
+        macs = self.embed.macs(inputs) / max(self.embed.num_output_frames(inputs), 1)
+        macs += always_run_conv_macs_per_frame(self)
         return macs + (arbitrator_macs_per_frame(self) if arbitrator else 0.0)
 
     # -- the layer stack --------------------------------------------------------
@@ -490,14 +518,14 @@ class AmortizedTransformerEncoder(AbsEncoder):
     ):
         """Run every layer on x (B, T, D); returns x, probs, gates and the new arbitrator and convolution caches.
 
-        ``probs`` and ``gates`` (B, T, num_blocks, 2) are 1 for a dense
+        ``probs`` and ``gates`` (B, T, num_blocks, U) are 1 for a dense
         encoder; ``gates`` are 0 on padding. Attention sees the chunk windows of
         ``chunk`` frames and ``left_chunks``; streaming (``kv_cache``, updated in
         place) runs one chunk and its cached left chunks.
         """
         batch, length, _ = x.shape
         offset = int(position[0]) if length else 0
-        per_layer = 1 if self.gate_unit == "layer" else 2
+        per_layer = self.gates_per_layer
         new_arbitrator_cache = None
         if not self.gated:
             probs = gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)
@@ -556,7 +584,13 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 else:
                     x = layer.ffn_dense(x, gate)
                 if unit == ATT and self.conv_kernel_size:
-                    x, past_conv = layer.conv_dense(x, valid, None if conv_cache is None else conv_cache[index])
+                    past = None if conv_cache is None else conv_cache[index]
+                    conv_gate = gates[:, :, index, CONV] if self.gate_conv else None
+                    if sparse and conv_gate is not None:
+                        rows = (conv_gate > 0.5).reshape(-1).nonzero().squeeze(1)
+                        x, past_conv = layer.conv_dense(x, valid, past, rows=rows)
+                    else:
+                        x, past_conv = layer.conv_dense(x, valid, past, gate=conv_gate)
                     new_conv.append(past_conv)
         if gates is None:  # local arbitration
             probs = torch.stack([torch.stack(pair, dim=-1) for pair in local_probs], dim=2)
@@ -582,7 +616,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             xs_pad: (B, L, input_size) features.
             ilens: (B,) feature lengths.
             prev_states: unused (ESPnet's interface); streaming uses ``forward_chunk``.
-            forced_gates: optional (B, T', num_blocks, 2) 0/1 decisions that
+            forced_gates: optional (B, T', num_blocks, U) 0/1 decisions that
                 replace the arbitrator's (tests and benchmarks).
             budgets: optional (B,) compute budgets that replace the drawn ones
                 (training) or ``compute_budget`` (budget_conditioning only).
@@ -618,7 +652,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
     def init_state(self, forced_gates: Optional[torch.Tensor] = None) -> Dict:
         """State for ``forward_chunk`` at the start of an utterance (batch of equal lengths).
 
-        ``forced_gates`` (B, T', num_blocks, 2), indexed by subsampled frame,
+        ``forced_gates`` (B, T', num_blocks, U), indexed by subsampled frame,
         replaces the arbitrator's decisions (tests and benchmarks).
         """
         return {
@@ -631,7 +665,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             "arbitrator": None,
             "kv": [KeyValueCache() for _ in self.encoders],  # keys/values of the visible left chunks
             "conv": [None] * self.num_blocks,  # convolution unit inputs of the last K-1 frames
-            "gates": [],  # (B, C, num_blocks, 2) decisions per chunk, for compute accounting
+            "gates": [],  # (B, C, num_blocks, U) decisions per chunk, for compute accounting
             "input_frames": [],  # feature frames fed to the subsampling per call
         }
 
@@ -716,7 +750,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         length = x.size(1)
         start = state["processed"]
         valid = torch.ones(1, length, dtype=torch.bool, device=x.device)
-        per_layer = 1 if self.gate_unit == "layer" else 2
+        per_layer = self.gates_per_layer
         gates = None
         if forced is not None and self.gated:
             gates = forced.to(x.dtype)
@@ -756,7 +790,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 new_frames = 0 if key is None else key.size(2) - (0 if past is None else past[0].size(2))
                 cache.store(key, value, None, new_frames)
                 if self.conv_kernel_size:
-                    x, state["conv"][index] = layer.conv_dense(x, valid, state["conv"][index])
+                    rows = None
+                    if self.gate_conv:
+                        count = round(counts[index][CONV])
+                        rows = None if count == length else gates[0, :, index, CONV].nonzero().squeeze(1)
+                    x, state["conv"][index] = layer.conv_dense(x, valid, state["conv"][index], rows=rows)
         return x, gates
 
 

@@ -294,24 +294,48 @@ class GatedTransformerLayer(torch.nn.Module):
         return x + (out if gate is None else out * gate.unsqueeze(-1))
 
     def conv_dense(
-        self, x: torch.Tensor, valid: torch.Tensor, past: Optional[torch.Tensor] = None
+        self,
+        x: torch.Tensor,
+        valid: torch.Tensor,
+        past: Optional[torch.Tensor] = None,
+        gate: Optional[torch.Tensor] = None,
+        rows: Optional[torch.Tensor] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The convolution unit on every frame of x (B, T, D); ``valid`` (B, T) bool.
+        """The convolution unit on x (B, T, D); ``valid`` (B, T) bool.
 
         ``past`` (B, K-1, D): the depthwise conv's inputs of the frames before x
         (streaming; None: zeros, the utterance start). Returns x and the next ``past``.
+        A gated unit (``gate`` (B, T), 0/1 with a straight-through gradient) runs
+        where the gate is 1: a skipped frame adds nothing to x and gives the
+        depthwise conv a zero input (as a skipped MHSA frame gives no key).
+        ``rows`` (inference): the flat (B*T) indices of the frames that run it,
+        the same function with the pointwise layers on those rows only (what the
+        MAC counter counts); the depthwise conv runs over the whole window.
         """
-        hidden = F.glu(self.conv_in(self.norm_conv(x)), dim=-1) * valid.unsqueeze(-1).to(x.dtype)
+        batch, length, size = x.shape
+        if rows is None:
+            keep = valid.to(x.dtype) if gate is None else valid.to(x.dtype) * gate
+            hidden = F.glu(self.conv_in(self.norm_conv(x)), dim=-1) * keep.unsqueeze(-1)
+        else:
+            flat = x.reshape(-1, size)
+            hidden = x.new_zeros(batch * length, size).index_copy(
+                0, rows, F.glu(self.conv_in(self.norm_conv(flat[rows])), dim=-1)
+            ).view(batch, length, size)
         if past is None:
-            past = hidden.new_zeros(hidden.size(0), self.conv_kernel_size - 1, hidden.size(2))
+            past = hidden.new_zeros(batch, self.conv_kernel_size - 1, size)
         window = torch.cat([past, hidden], dim=1)
-        out = self.conv_depthwise(window.transpose(1, 2))
+        next_past = window[:, window.size(1) - (self.conv_kernel_size - 1) :]
+        out = self.conv_depthwise(window.transpose(1, 2))  # (B, D, T)
+        if rows is not None:
+            out = out.transpose(1, 2).reshape(-1, size)[rows]
+            out = self.conv_out(F.silu(self.conv_norm(out)))  # per row: LayerNorm, or BatchNorm's running statistics
+            return flat.index_add(0, rows, out).view(batch, length, size), next_past
         if self.conv_norm_type == "batch_norm":
             out = self.conv_norm(out).transpose(1, 2)
         else:
             out = self.conv_norm(out.transpose(1, 2))
-        out = self.conv_out(F.silu(out))
-        return x + self.dropout(out), window[:, window.size(1) - (self.conv_kernel_size - 1) :]
+        out = self.dropout(self.conv_out(F.silu(out)))
+        return x + (out if gate is None else out * gate.unsqueeze(-1)), next_past
 
     def ffn_dense(self, x: torch.Tensor, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
         out = self.dropout(self.feed_forward(self.norm_ffn(x)))

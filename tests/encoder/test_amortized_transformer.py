@@ -177,6 +177,65 @@ def test_convolution_unit_is_causal_padding_free_and_sparse_equals_dense():
     assert not torch.allclose(future_changed[:, 16:], unchanged[:, 16:], atol=1e-3)
 
 
+@pytest.mark.parametrize("gate_unit", ["unit", "layer"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_gated_convolution_units_stream_exactly_and_sparse_equals_dense_masked(gate_unit, batch):
+    """``gate_conv``: the pointwise layers on the executing rows only (sparse, streaming) equal the masked
+    dense unit, chunk by chunk equals the whole utterance, and the units are really skipped on some frames."""
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(
+        gate_unit=gate_unit, conv_kernel_size=7, gate_conv=True, **FRONT_ENDS["dw_striding"])).eval()
+    x = torch.randn(batch, 97, 80)
+    streamed, full = _streamed_and_full(encoder, x)
+    assert torch.allclose(streamed, full, atol=1e-5)
+    lengths = torch.tensor([97, 70][:batch])
+    with torch.no_grad():
+        sparse, _, info = encoder(x, lengths)
+        encoder.sparse_inference = False
+        dense, _, _ = encoder(x, lengths)
+    valid = _valid(encoder, lengths, sparse.size(1))
+    assert info.gates.shape[-1] == 3 and 0.1 < float(info.gates[..., 2][valid].mean()) < 0.9
+    assert torch.allclose(sparse[valid], dense[valid], atol=1e-5)
+
+
+def test_gated_convolution_units_all_on_are_the_ungated_units_and_all_off_are_no_units():
+    torch.manual_seed(0)
+    gated = small_encoder(conv_kernel_size=5, gate_conv=True).eval()
+    ungated, without = small_encoder(conv_kernel_size=5).eval(), small_encoder().eval()
+    weights = {k: v for k, v in gated.state_dict().items() if not k.startswith("arbitrator.")}
+    ungated.load_state_dict(weights, strict=False)
+    without.load_state_dict({k: v for k, v in weights.items() if ".conv_" not in k}, strict=False)
+    x, lengths = _batch()
+    with torch.no_grad():
+        frames = ungated(x, lengths)[0].size(1)
+        valid = _valid(gated, lengths, frames)
+        for sparse in (True, False):
+            gated.sparse_inference = ungated.sparse_inference = without.sparse_inference = sparse
+            on = torch.ones(3, frames, 3, 3)
+            assert torch.allclose(gated(x, lengths, forced_gates=on)[0][valid],
+                                  ungated(x, lengths, forced_gates=on[..., :2])[0][valid], atol=1e-5)
+            conv_off = on.clone()
+            conv_off[..., 2] = 0
+            assert torch.allclose(gated(x, lengths, forced_gates=conv_off)[0][valid],
+                                  without(x, lengths, forced_gates=on[..., :2])[0][valid], atol=1e-5)
+
+
+def test_gated_convolution_units_train_their_gates_and_are_checked():
+    torch.manual_seed(0)
+    encoder = small_encoder(conv_kernel_size=5, gate_conv=True, gate_initial_logit=0.0).train()
+    x, lengths = _batch()
+    _, _, info = encoder(x, lengths)
+    assert info.gates.shape[-1] == 3 and encoder.arbitrator.num_gates == 3 * 3
+    conv_gates = info.gates[..., 2]
+    conv_gates.retain_grad()
+    out = encoder(x, lengths, forced_gates=None)[0]
+    (out.sum() + conv_gates.sum()).backward()
+    assert float(encoder.arbitrator.out.weight.grad.view(3, 3, -1)[:, 2].abs().sum()) > 0
+    for options in (dict(), dict(conv_kernel_size=5, gate_unit="none"), dict(conv_kernel_size=5, arbitrator="local")):
+        with pytest.raises(ValueError, match="gate_conv needs convolution units"):
+            small_encoder(gate_conv=True, **options)
+
+
 @pytest.mark.parametrize("conv_norm_type", ["layer_norm", "batch_norm"])
 def test_convolution_unit_gets_gradients(conv_norm_type):
     torch.manual_seed(0)
@@ -410,20 +469,24 @@ def _encoder_ratio(encoder, x, lengths):
     return count_macs(encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist()).encoder_ratio, info.gates
 
 
-@pytest.mark.parametrize("conditioned,gate_unit", [(False, "unit"), (True, "unit"), (False, "layer")])
-def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditioned, gate_unit):
+@pytest.mark.parametrize("conditioned,gate_unit,gate_conv", [
+    (False, "unit", False), (True, "unit", False), (False, "layer", False), (True, "unit", True), (False, "layer", True),
+])
+def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditioned, gate_unit, gate_conv):
     """The per-chunk allocation spends the budget whatever the logits: within 0.03 of each request above the
-    always-run floor (at or below it: only what always runs), monotone, and everything at 1."""
+    always-run floor (at or below it: only what always runs), monotone, and everything at 1. (Chunks of 16
+    frames: a chunk may leave up to one unit of its budget unspent, a large share of a tiny chunk's.)"""
     torch.manual_seed(0)
     encoder = randomize_arbitration(small_encoder(
-        input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8, conv_kernel_size=3,
-        gate_unit=gate_unit, budget_conditioning=conditioned)).eval()
+        input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8, conv_kernel_size=3, chunk_size=16,
+        gate_unit=gate_unit, budget_conditioning=conditioned, gate_conv=gate_conv)).eval()
     x, lengths = torch.randn(3, 400, 80), torch.tensor([400, 333, 150])
     encoder.compute_budget = 0.0
     floor, gates = _encoder_ratio(encoder, x, lengths)
-    assert float(gates.sum()) == 0.0 and 0.1 < floor < 0.3
+    # gated convolution units: only the front-end, the depthwise convs and the arbitrator always run
+    assert float(gates.sum()) == 0.0 and (0.02 < floor < 0.15 if gate_conv else 0.1 < floor < 0.3), floor
     ratios = []
-    for budget in (floor / 2, 0.35, 0.5, 0.7, 0.9, 1.0):
+    for budget in (floor / 2, 0.25, 0.35, 0.5, 0.7, 0.9, 1.0):
         encoder.compute_budget = budget
         ratio, gates = _encoder_ratio(encoder, x, lengths)
         ratios.append(ratio)

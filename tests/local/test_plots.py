@@ -79,8 +79,9 @@ def test_the_left_pareto_panel_places_each_model_at_its_compute_relative_to_the_
     assert relative_compute({"compute_ratio_layers": 0.4, "gflops_per_second": None}, 0.1) == (0.4, "")
 
 
-def test_compute_allocation_figure(tmp_path):
-    gates = np.zeros((10, 2, 2), dtype=np.uint8)
+@pytest.mark.parametrize("units", [2, 3])  # 3: gated convolution units
+def test_compute_allocation_figure(tmp_path, units):
+    gates = np.zeros((10, 2, units), dtype=np.uint8)
     gates[:5, 0, 0] = 1
     path = compute_allocation(np.zeros((60, 80)), gates, "title", tmp_path / "a.png")
     assert path.is_file()
