@@ -325,46 +325,53 @@ def mark_static_controls(summary) -> None:
             model["compute_ratio_vs_reference"] = round(share, 4)
 
 
-# A gated decoding is compared with the static control nearest in compute within this share of the reference.
-STATIC_MATCH = 0.05
+# A decoding is compared with the model nearest in compute within this share of the reference's.
+EQUAL_COMPUTE = 0.05
 
 
-def compare_with_static_controls(summary, rows, resamples: int = 1000) -> None:
-    """Paired bootstrap of each gated decoding against the static control of (about) its compute, on the same
-    utterances: ``sets[<set>]["vs_static"]`` of a dedicated gated model, ``budgets[<b>]["vs_static"][<set>]`` of a
-    budget-conditioned one; each ``{"static": name, "delta": WER(gated) - WER(static), "low", "high", ...}``
-    (negative: the gated model is better). Needs the reference dense model first and ``mark_static_controls``."""
+def compare_at_equal_compute(summary, rows, resamples: int = 1000) -> None:
+    """Paired bootstraps on the same utterances against the model of (about) the same whole-encoder compute:
+    each gated decoding against the static control (``vs_static``), and each budget of a budget-conditioned
+    model against the dedicated gated model (``vs_dedicated``): ``sets[<set>][key]`` of a dedicated model,
+    ``budgets[<b>][key][<set>]`` of a budget-conditioned one; each ``{"model": name, "compute_ratio_vs_reference",
+    "delta": WER(this) - WER(that), "low", "high", "relative", ...}`` (negative: this one is better). Compute is
+    GFLOPs per audio second over the first model's (the reference dense model); none within
+    ``EQUAL_COMPUTE``: no entry."""
     from significance import paired_bootstrap, read_per_utterance
 
-    statics = [m for m in summary if m["role"] == "static"]
-    if not statics:
+    if not summary or not summary[0]["gflops_per_audio_second"]:
         return
     reference = summary[0]["gflops_per_audio_second"]
     own = {(r["model"], r["test_set"]): r for r in rows if r["own"]}
 
-    def versus(row):
+    def versus(row, role):
         share = row["gflops_per_second"] / reference
-        static = min(statics, key=lambda m: abs(m["compute_ratio_vs_reference"] - share))
-        base = own.get((static["model"], row["test_set"]))
-        if base is None or abs(static["compute_ratio_vs_reference"] - share) > STATIC_MATCH:
+        others = [m for m in summary if m["role"] == role]
+        if not others:
+            return None
+        other = min(others, key=lambda m: abs(m["gflops_per_audio_second"] / reference - share))
+        base = own.get((other["model"], row["test_set"]))
+        if base is None or abs(other["gflops_per_audio_second"] / reference - share) > EQUAL_COMPUTE:
             return None
         paired = paired_bootstrap(read_per_utterance(base["per_utterance"]), read_per_utterance(row["per_utterance"]),
                                   resamples)
-        return {"static": static["model"], "compute_ratio_vs_reference": round(share, 4), **paired}
+        return {"model": other["model"], "compute_ratio_vs_reference": round(share, 4), **paired}
 
     for model in summary:
         if model["role"] == "gated":
             for test_set, result in model["sets"].items():
                 row = own.get((model["model"], test_set))
-                if row is not None and (compared := versus(row)) is not None:
+                if row is not None and (compared := versus(row, "static")) is not None:
                     result["vs_static"] = compared
         elif model["role"] == "budget":
             for row in rows:
-                if row["model"] != model["model"] or row.get("compute_budget") is None:
+                entry = model.get("budgets", {}).get(f"{row['compute_budget']:g}") if (
+                    row["model"] == model["model"] and row.get("compute_budget") is not None) else None
+                if entry is None:
                     continue
-                entry = model.get("budgets", {}).get(f"{row['compute_budget']:g}")
-                if entry is not None and (compared := versus(row)) is not None:
-                    entry.setdefault("vs_static", {})[row["test_set"]] = compared
+                for role, key in (("static", "vs_static"), ("gated", "vs_dedicated")):
+                    if (compared := versus(row, role)) is not None:
+                        entry.setdefault(key, {})[row["test_set"]] = compared
 
 
 def search_gflops(summary) -> Optional[float]:
@@ -384,6 +391,8 @@ def budget_results(rows, model: str) -> dict:
         if entry["compute_ratio_encoder"] is None:
             entry["compute_ratio_encoder"] = row["compute_ratio_encoder"]
         entry["wer"][row["test_set"]] = [row["wer"], row.get("wer_low"), row.get("wer_high")]
+        if row.get("vs_baseline") is not None:  # the paired test against the first model
+            entry.setdefault("vs_baseline", {})[row["test_set"]] = row["vs_baseline"]
     return {"budgets": budgets} if budgets else {}
 
 
@@ -484,7 +493,7 @@ def main(argv=None) -> None:
     if args.mode == "offline":
         summary = summarize(rows, args.exps, args.test_sets)
         if args.bootstrap > 0:
-            compare_with_static_controls(summary, rows, args.bootstrap)
+            compare_at_equal_compute(summary, rows, args.bootstrap)
         text += ("One row per model at its own gate threshold and its streaming latency (an asr_transducer model: "
                  "its streaming decode); compute and decode RTF of the first test set; streaming RTF of "
                  "decode_streaming_<first set> where decoded that way; training wall time from launch.log:\n\n"

@@ -231,6 +231,11 @@ def test_committed_summary_follows_the_schema_and_the_documents_cite_it(name):
                 cited = citation.format(wer=wer, low=low, high=high)
                 assert cited in results, (model["name"], test_set, cited)
             assert f"{wer:.1f}%" in readme, (model["name"], test_set)
+        for budget, entry in model.get("budgets", {}).items():  # a budget-conditioned model: every budget
+            for test_set, (wer, low, high) in entry["wer"].items():
+                assert low <= wer <= high, (model["name"], budget, test_set)
+                for citation in citations:
+                    assert citation.format(wer=wer, low=low, high=high) in results, (model["name"], budget, test_set)
     if paired:
         for model in document["models"][1:]:
             for test_set in model["wer"]:
@@ -314,9 +319,10 @@ def test_a_smaller_dense_model_after_the_reference_is_a_static_control():
     assert toolkit_first[1]["role"] == "dense"  # no dense reference: nothing is a control
 
 
-def test_gated_decodings_are_paired_with_the_static_control_of_their_compute(tmp_path):
-    """Issue 13: the gated models against the dense model of equal compute, on the same utterances."""
-    from report import add_statistics, compare_with_static_controls, summarize
+def test_decodings_are_paired_with_the_static_control_and_the_dedicated_model_of_their_compute(tmp_path):
+    """Issue 13: the gated models against the dense model of equal compute, and a budget-conditioned model's
+    budgets against the dedicated model of that compute, on the same utterances."""
+    from report import add_statistics, compare_at_equal_compute, summarize
 
     dense = "encoder: amortized_transformer\nencoder_conf:\n    gate_unit: none\n"
     gated = "encoder: amortized_transformer\nencoder_conf:\n    gate_unit: unit\n"
@@ -331,10 +337,13 @@ def test_gated_decodings_are_paired_with_the_static_control_of_their_compute(tmp
     rows = gather(dump, ["test_clean"], exps)
     add_statistics(rows, resamples=100)
     summary = summarize(rows, exps, ["test_clean"])
-    compare_with_static_controls(summary, rows, resamples=100)
+    compare_at_equal_compute(summary, rows, resamples=100)
     _, static, dedicated, budget = summary
     assert static["role"] == "static" and "vs_static" not in static["sets"]["test_clean"]
     versus = dedicated["sets"]["test_clean"]["vs_static"]
-    assert versus["static"] == "asr_static" and versus["delta"] == -5.0 and versus["low"] <= -5.0 <= versus["high"]
-    assert budget["budgets"]["0.6"]["vs_static"]["test_clean"]["delta"] == 5.0
-    assert "vs_static" not in budget["budgets"]["1"]  # no static control near full compute
+    assert versus["model"] == "asr_static" and versus["delta"] == -5.0 and versus["low"] <= -5.0 <= versus["high"]
+    at_06 = budget["budgets"]["0.6"]
+    assert at_06["vs_static"]["test_clean"]["delta"] == 5.0
+    assert at_06["vs_dedicated"]["test_clean"]["model"] == "asr_gated" and at_06["vs_dedicated"]["test_clean"]["delta"] == 10.0
+    assert at_06["vs_baseline"]["test_clean"]["delta"] == 12.5  # 6 wrong words against the dense model's 1, of 40
+    assert "vs_static" not in budget["budgets"]["1"] and "vs_dedicated" not in budget["budgets"]["1"]  # none near 1
