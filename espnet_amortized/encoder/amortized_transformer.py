@@ -100,7 +100,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         budget_conditioning: the global arbitrator takes a compute budget b
             (the whole encoder's executed / dense MACs) per utterance: in
             training drawn from [budget_min, 1) uniformly, or 1 for a
-            ``budget_full_fraction`` of the utterances, and held by the model's
+            ``budget_full_fraction`` and ``budget_min`` for a
+            ``budget_min_fraction`` of the utterances, and held by the model's
             ``budget`` regulariser (``compute_measure: encoder``); at inference
             ``compute_budget`` (one trained model, every budget; 1 when unset).
         budget_training: how training holds each utterance's budget.
@@ -114,6 +115,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
             logits. Needs ``budget_conditioning`` and per-frame decisions.
         budget_min: the smallest budget drawn in training, in (0, 1].
         budget_full_fraction: the share of training utterances at b = 1, in [0, 1].
+        budget_min_fraction: the share of training utterances at b = budget_min
+            (with ``budget_full_fraction``, the "sandwich rule" of slimmable
+            networks: every batch trains the largest and the smallest model,
+            so the low end is not left to the few uniform draws near it).
         compute_budget: None, or the inference budget b in [0, 1]: the whole
             encoder's executed / dense MACs. Then each chunk runs the units of
             highest logit (over its frames, layers and units) while their MACs
@@ -183,6 +188,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         budget_conditioning: bool = False,
         budget_min: float = 0.25,
         budget_full_fraction: float = 0.25,
+        budget_min_fraction: float = 0.0,
         budget_training: str = "regularize",
         compute_budget: Optional[float] = None,
         gate_threshold: float = 0.5,
@@ -230,6 +236,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"budget_min must be in (0, 1], got {budget_min}")
         if not 0.0 <= budget_full_fraction <= 1.0:
             raise ValueError(f"budget_full_fraction must be in [0, 1], got {budget_full_fraction}")
+        if not (0.0 <= budget_min_fraction and budget_full_fraction + budget_min_fraction <= 1.0):
+            raise ValueError(
+                "budget_min_fraction must be in [0, 1 - budget_full_fraction], got "
+                f"{budget_min_fraction} with budget_full_fraction {budget_full_fraction}"
+            )
         if gate_conv and not (conv_kernel_size and gate_unit != "none" and arbitrator == "global"):
             raise ValueError(
                 "gate_conv needs convolution units (conv_kernel_size > 0), gates and the global arbitrator; got "
@@ -264,6 +275,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.budget_conditioning = budget_conditioning
         self.budget_min = budget_min
         self.budget_full_fraction = budget_full_fraction
+        self.budget_min_fraction = budget_min_fraction
         self.budget_training = budget_training
         self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
@@ -358,8 +370,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
             budget = 1.0 if self.compute_budget is None else self.compute_budget
             return torch.full((batch,), budget, device=device)
         drawn = self.budget_min + (1.0 - self.budget_min) * torch.rand(batch, device=device)
-        full = torch.rand(batch, device=device) < self.budget_full_fraction
-        return torch.where(full, torch.ones_like(drawn), drawn)
+        kind = torch.rand(batch, device=device)  # [0, full): b = 1; [full, full + min): b = budget_min
+        drawn = torch.where(kind < self.budget_full_fraction + self.budget_min_fraction,
+                            torch.full_like(drawn, self.budget_min), drawn)
+        return torch.where(kind < self.budget_full_fraction, torch.ones_like(drawn), drawn)
 
     @torch.no_grad()
     def count_update(self) -> None:

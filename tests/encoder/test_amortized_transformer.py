@@ -345,6 +345,8 @@ def test_threshold_moves_compute():
         ("conv_norm_type", "group_norm", "conv_norm_type"),
         ("budget_min", 0.0, "budget_min"),
         ("budget_full_fraction", 1.5, "budget_full_fraction"),
+        ("budget_min_fraction", -0.1, "budget_min_fraction"),
+        ("budget_min_fraction", 0.8, "budget_min_fraction must be in \\[0, 1 - budget_full_fraction\\]"),
         ("compute_budget", 1.2, "compute_budget"),
         ("gate_logit_bound", -1.0, "gate_logit_bound"),
     ],
@@ -386,9 +388,22 @@ def test_training_draws_a_budget_per_utterance_and_inference_uses_compute_budget
     full = budgets == 1.0
     assert budgets.shape == (400,) and 0.15 < float(full.float().mean()) < 0.35
     assert float(budgets.min()) >= 0.3 and 0.55 < float(budgets[~full].mean()) < 0.75  # uniform on [0.3, 1)
+    assert not bool((budgets == 0.3).any())  # no sandwich by default
     encoder.eval()
     encoder.compute_budget = 0.4
     assert encoder(x[:2], lengths[:2])[2].budgets.tolist() == pytest.approx([0.4, 0.4])
+
+
+def test_budget_min_fraction_trains_the_smallest_budget_in_every_batch():
+    torch.manual_seed(0)
+    encoder = small_encoder(budget_conditioning=True, budget_min=0.3, budget_full_fraction=0.25,
+                            budget_min_fraction=0.25).train()
+    x, lengths = torch.randn(400, 40, 80), torch.full((400,), 40)
+    budgets = encoder(x, lengths)[2].budgets
+    full, smallest = budgets == 1.0, (budgets - 0.3).abs() < 1e-6
+    assert 0.15 < float(full.float().mean()) < 0.35 and 0.15 < float(smallest.float().mean()) < 0.35
+    rest = budgets[~full & ~smallest]
+    assert float(rest.min()) > 0.3 and float(rest.max()) < 1.0 and 0.55 < float(rest.mean()) < 0.75
 
 
 @pytest.mark.parametrize("batch", [1, 2])
