@@ -8,7 +8,10 @@
   relative to the first model and against GFLOPs per second of audio, one point per model and
   decode-time threshold or budget (a budget-conditioned model's budgets are
   one curve); models with a dense encoder (ratio 1) are the baselines and
-  drawn as stars.
+  drawn as stars. ``--also SUMMARY`` adds the models of the roles ``--also_roles`` (default: the toolkit
+  baselines; ``SUMMARY:ROLE,ROLE`` picks others) from a committed summary.json, e.g. one measured in another
+  run on the same corpus and test sets: drawn at their own WER and GFLOPs, the legend naming the file (no
+  paired comparison).
 - ``training_curves.png``: train/valid loss and compute ratio per epoch, from
   each experiment's ``train.log``.
 - ``compute_<model>_<utterance>.png``: an utterance's fbank above and, below,
@@ -41,7 +44,8 @@ def point_labels(row: Dict, test_set: str):
     name = row["model"].removeprefix("asr_")
     if row.get("own", row["decode"].endswith(test_set)):
         latency = row.get("latency_ms")
-        return name, f"{name} ({'latency unknown' if latency is None else f'{latency:.0f} ms'})"
+        source = f", {row['source']}" if row.get("source") else ""
+        return name, f"{name} ({'latency unknown' if latency is None else f'{latency:.0f} ms'}{source})"
     budget = re.search(r"_b([\d.]+)$", row["decode"])
     if budget:  # a budget-conditioned model at one of its budgets
         return f"b={float(budget.group(1)):g}", None
@@ -49,6 +53,33 @@ def point_labels(row: Dict, test_set: str):
         return "full context", None
     threshold = row.get("gate_threshold")  # a dense model decoded at a threshold has none of its own: its folder's
     return "@" + (f"{threshold:g}" if threshold is not None else row["decode"].rsplit("_th", 1)[-1]), None
+
+
+def summary_rows(summary: Dict, source: str, roles) -> List[Dict]:
+    """Pareto rows of the models of ``roles`` in a summary.json (local/report.py), one per test set and decoding:
+    their own and, for a budget-conditioned model, each budget (its GFLOPs scaled by the budget's encoder compute),
+    marked with ``source`` (the file they come from)."""
+    rows = []
+    for model in summary["models"]:
+        if model.get("role") not in roles:
+            continue
+        common = {"model": model["name"], "role": model["role"], "latency_ms": model.get("latency_ms"),
+                  "gate_threshold": None, "source": source}
+        for test_set, (wer, low, high) in model["wer"].items():
+            rows.append({**common, "test_set": test_set, "decode": f"decode_{test_set}", "own": True, "wer": wer,
+                         "wer_low": low, "wer_high": high, "compute_ratio_layers": model["compute_ratio_layers"],
+                         "gflops_per_second": model.get("gflops_per_second")})
+        for budget, result in (model.get("budgets") or {}).items():
+            gflops = model.get("gflops_per_second")
+            if gflops is not None:
+                gflops *= result["compute_ratio_encoder"] / model["compute_ratio_encoder"]
+            for test_set, (wer, low, high) in result["wer"].items():
+                rows.append({**common, "test_set": test_set, "decode": f"decode_{test_set}_b{budget}", "own": False,
+                             "wer": wer, "wer_low": low, "wer_high": high, "compute_budget": float(budget),
+                             "compute_ratio_layers": result["compute_ratio_encoder"], "gflops_per_second": gflops})
+    if not rows:
+        raise ValueError(f"--also {source}: no model of role {' or '.join(roles)} in it")
+    return rows
 
 
 # The left Pareto panel's right edge: a model of more compute than this share of the first model's is drawn there.
@@ -78,7 +109,7 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
     written = []
     for test_set in sorted({r["test_set"] for r in rows}):
         selected = [r for r in rows if r["test_set"] == test_set]
-        figure, axes = plt.subplots(1, 2, figsize=(12, 5))
+        figure, axes = plt.subplots(1, 2, figsize=(12, 5 + 0.1 * len({r["model"] for r in selected})))
         first_baseline = None
         first = next((r for r in selected if r.get("own", r["decode"].endswith(test_set))), selected[0])
         reference_gflops = first.get("gflops_per_second")
@@ -87,7 +118,10 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
             color = None
             for row in points:
                 # No gates (a dense or stock encoder): no threshold, or exactly the dense compute.
-                baseline = row.get("gate_threshold") is None or abs(row["compute_ratio_layers"] - 1.0) < 1e-9
+                if "role" in row:  # a row from a summary.json says what it is
+                    baseline = row["role"] in ("dense", "static", "toolkit")
+                else:
+                    baseline = row.get("gate_threshold") is None or abs(row["compute_ratio_layers"] - 1.0) < 1e-9
                 if baseline and first_baseline is None:
                     first_baseline = row
                 own = row.get("own", row["decode"].endswith(test_set))
@@ -122,10 +156,17 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
         for axis in axes:
             axis.set_ylabel("WER % (95% bootstrap interval)")
             axis.grid(alpha=0.3)
-        axes[1].legend(title="model (algorithmic latency)", fontsize=7, title_fontsize=7)
+        models = len({r["model"] for r in selected})
+        legend_height = 0.0  # a long legend goes below the panels, not over the points
+        if models > 6:
+            legend_height = (0.45 + 0.15 * ((models + 1) // 2)) / figure.get_figheight()
+            figure.legend(*axes[1].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7,
+                          title="model (algorithmic latency)", title_fontsize=7)
+        else:
+            axes[1].legend(title="model (algorithmic latency)", fontsize=7, title_fontsize=7)
         figure.suptitle(f"{test_set}: WER against compute (stars: dense baselines; small dots: other thresholds)",
                         fontsize=10)
-        figure.tight_layout()
+        figure.tight_layout(rect=(0, legend_height, 1, 1))
         path = out / f"pareto_{test_set}.png"
         figure.savefig(path, dpi=100)
         plt.close(figure)
@@ -230,16 +271,30 @@ def allocation_plots(rows: List[Dict], dumpdir: pathlib.Path, out: pathlib.Path,
     return written
 
 
+def read_summary(also: str, default_roles) -> Tuple[Dict, str, List[str]]:
+    """``--also FILE`` or ``FILE:ROLE,ROLE`` -> (its summary, its file name, the roles taken from it)."""
+    path, _, roles = also.partition(":")
+    if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"--also {also}: no such summary.json")
+    return json.loads(pathlib.Path(path).read_text()), pathlib.Path(path).name, roles.split(",") if roles else default_roles
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=pathlib.Path, required=True, help="RESULTS.json of local/report.py")
     parser.add_argument("--exps", type=pathlib.Path, nargs="+", required=True)
     parser.add_argument("--dumpdir", type=pathlib.Path, required=True)
     parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--also", nargs="*", default=[],
+                        help="committed summary.json files whose models join the Pareto plots: FILE (the --also_roles "
+                             "models) or FILE:ROLE,ROLE")
+    parser.add_argument("--also_roles", nargs="+", default=["toolkit"], help="the roles taken from an --also FILE")
     args = parser.parse_args(argv)
     rows = json.loads(args.results.read_text())
+    others = [r for also in args.also for r in summary_rows(*read_summary(also, args.also_roles))
+              if not rows or r["test_set"] in {row["test_set"] for row in rows}]  # beside these results' test sets
     args.out.mkdir(parents=True, exist_ok=True)
-    written = pareto(rows, args.out) + [training_curves(args.exps, args.out)]
+    written = pareto(rows + others, args.out) + [training_curves(args.exps, args.out)]
     written += allocation_plots(rows, args.dumpdir, args.out)
     print("\n".join(str(p) for p in written))
 

@@ -47,10 +47,48 @@ def test_scoring_stage_plots(tmp_path):
     results.write_text(json.dumps(rows))
     out = tmp_path / "plots"
     main(["--results", str(results), "--exps", str(tmp_path / "asr_dense"), str(tmp_path / "asr_amortized"),
-          "--dumpdir", str(dump), "--out", str(out)])
+          "--dumpdir", str(dump), "--out", str(out), "--also", str(write_toolkit_summary(tmp_path))])
     written = sorted(p.name for p in out.glob("*.png"))
     assert written == ["compute_asr_amortized_u1.png", "pareto_test_clean.png", "training_curves.png"]
     assert all((out / name).stat().st_size > 10_000 for name in written)
+
+
+def write_toolkit_summary(tmp_path):
+    models = [{"name": name, "role": role, "latency_ms": 640.0, "compute_ratio_layers": 1.0, "gflops_per_second": gflops,
+               "wer": {"test_clean": [60.0, 58.0, 62.0], "test_other": [75.0, 73.0, 77.0]}}
+              for name, role, gflops in (("asr_dense_other_run", "dense", 0.1), ("asr_cbt", "toolkit", 0.38))]
+    models.append({"name": "asr_budget", "role": "budget", "latency_ms": 640.0, "compute_ratio_layers": 1.0,
+                   "compute_ratio_encoder": 1.0, "gflops_per_second": 0.1, "wer": {"test_clean": [50.0, 48.0, 52.0]},
+                   "budgets": {"0.35": {"compute_ratio_encoder": 0.35, "wer": {"test_clean": [55.0, 53.0, 57.0]}}}})
+    path = tmp_path / "summary_toolkit.json"
+    path.write_text(json.dumps({"models": models}))
+    return path
+
+
+def test_models_of_a_committed_summary_join_the_pareto_plot_named_by_their_file(tmp_path):
+    from plots import point_labels, summary_rows
+
+    summary = json.loads(write_toolkit_summary(tmp_path).read_text())
+    rows = summary_rows(summary, "summary_toolkit.json", ["toolkit"])
+    assert [(r["model"], r["test_set"], r["wer"], r["wer_low"]) for r in rows] == [
+        ("asr_cbt", "test_clean", 60.0, 58.0), ("asr_cbt", "test_other", 75.0, 73.0)]
+    assert point_labels(rows[0], "test_clean") == ("cbt", "cbt (640 ms, summary_toolkit.json)")
+    budget = summary_rows(summary, "summary_toolkit.json", ["budget"])
+    assert [(r["decode"], r["own"], r["wer"]) for r in budget] == [("decode_test_clean", True, 50.0),
+                                                                   ("decode_test_clean_b0.35", False, 55.0)]
+    assert budget[1]["gflops_per_second"] == pytest.approx(0.035) and point_labels(budget[1], "test_clean")[0] == "b=0.35"
+    with pytest.raises(ValueError, match="--also summary_toolkit.json: no model of role static"):
+        summary_rows(summary, "summary_toolkit.json", ["static"])
+
+
+def test_also_names_a_summary_and_optionally_its_roles(tmp_path):
+    from plots import read_summary
+
+    path = write_toolkit_summary(tmp_path)
+    assert read_summary(str(path), ["toolkit"])[1:] == ("summary_toolkit.json", ["toolkit"])
+    assert read_summary(f"{path}:dense,budget", ["toolkit"])[2] == ["dense", "budget"]
+    with pytest.raises(FileNotFoundError, match="--also missing.json: no such summary.json"):
+        read_summary("missing.json", ["toolkit"])
 
 
 def test_pareto_legend_names_each_model_with_its_latency():
