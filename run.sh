@@ -43,6 +43,8 @@ decode_config=""              # empty: conf/decode.yaml offline, conf/decode_str
 decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, our beam search)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
 compute_budgets=""            # decode-time whole-encoder budgets of budget-conditioned models, e.g. "0.25 0.35 0.5 0.7 1.0"
+plot_also=""                  # stage 6: committed summary.json files drawn in the Pareto plots too, e.g.
+                              #   "egs/sweep/results/summary_toolkit_u2250.json" (its toolkit baselines) or FILE:ROLE,ROLE
 nbpe=128
 train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
 train_jobs=0                  # trainings at once (0: all side by side)
@@ -51,7 +53,7 @@ expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets nbpe train_args train_jobs datadir expdir dumpdir"
+  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets plot_also nbpe train_args train_jobs datadir expdir dumpdir"
 invocation="$0 $*"  # before the options are consumed: exp/run.sh.cmd and summary.json record it
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -82,6 +84,12 @@ for config in ${train_config}; do
   if [ -f "${config}" ]; then configs+=("${config}")
   elif [ -f "${repo}/${config}" ]; then configs+=("${repo}/${config}")
   else echo "$0: --train_config: ${config} is neither a file here nor in ${repo}" >&2; exit 1; fi
+done
+also=()  # --plot_also, FILE or FILE:ROLE,ROLE, the file found like a training config
+for summary in ${plot_also}; do
+  if [ -f "${summary%%:*}" ]; then also+=("${summary}")
+  elif [ -f "${repo}/${summary%%:*}" ]; then also+=("${repo}/${summary}")
+  else echo "$0: --plot_also: ${summary%%:*} is neither a file here nor in ${repo}" >&2; exit 1; fi
 done
 if [ -z "${decode_config}" ]; then
   decode_config=${repo}/conf/decode.yaml
@@ -298,6 +306,6 @@ if run_stage 6; then
   plots=${expdir}/plots
   [ "${decode_mode}" = streaming ] && plots=${expdir}/plots_streaming
   python "${repo}/local/plots.py" --results "${results%.md}.json" --exps "${exps[@]}" --dumpdir "${dumpdir}/fbank" \
-    --out "${plots}" > /dev/null
+    --out "${plots}" ${also[@]+--also "${also[@]}"} > /dev/null
 fi
 log "done (stages ${stage}-${stop_stage})"

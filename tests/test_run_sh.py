@@ -91,6 +91,13 @@ def test_help_lists_the_speed_perturb_factors():
     assert result.returncode == 0 and "--speed_perturb_factors 0.9 1.0 1.1" in result.stdout
 
 
+def test_a_missing_plot_also_summary_fails_before_any_work(tmp_path):
+    result = subprocess.run(["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--plot_also", "nowhere.json:toolkit"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "--plot_also: nowhere.json is neither a file here nor in" in result.stderr
+    assert not (tmp_path / "downloads").exists()
+
+
 def test_unknown_option_is_rejected(tmp_path):
     result = subprocess.run(["bash", str(REPO / "run.sh"), "--no_such_option", "1"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 1 and "unknown option --no_such_option" in result.stderr
@@ -106,8 +113,10 @@ def test_egs_entry_points_select_the_corpus(corpus, train_set):
 
 def test_decoding_at_a_list_of_gate_thresholds(recipe):
     work, _ = recipe
-    log = _run(work, "--stage", "5", "--stop_stage", "6", "--test_sets", "test_clean", "--gate_thresholds", "0.2 0.8")
+    log = _run(work, "--stage", "5", "--stop_stage", "6", "--test_sets", "test_clean", "--gate_thresholds", "0.2 0.8",
+               "--plot_also", "egs/sweep/results/summary_toolkit_u2250.json")  # found in the repository
     assert "compute knob: th0.8" in log
+    assert (work / "exp" / "plots" / "pareto_test_clean.png").stat().st_size > 10_000
     summaries = {}
     for threshold in ("0.2", "0.8"):
         summary = work / "exp" / "asr_amortized" / f"decode_test_clean_th{threshold}" / "summary.json"
