@@ -143,6 +143,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
             sigmoid(bound)] and the compute term's gradient never vanishes
             (unbounded logits saturate at |logit| ~ 20 on the bench, where
             nothing moves them; RESULTS.md, issue 13); 0: unbounded.
+        gate_logit_bound_gradient: ``inward`` (above) or ``identity``: the
+            plain straight-through gradient, outward too (the raw logits can
+            run far past the bound; the bench's dedicated models learned only
+            with it, RESULTS.md issue 13, third round).
         gate_warmup_steps: optimizer updates during which every unit runs in
             training (gates 1, no gradient to the arbitrator), so that units learn
             before they can be skipped: with sampled gates from the first update,
@@ -194,6 +198,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
         gate_logit_bound: float = 0.0,
+        gate_logit_bound_gradient: str = "inward",
         gate_warmup_steps: int = 0,
         temperature_initial: float = 1.0,
         temperature_final: float = 0.1,
@@ -222,6 +227,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"gate_warmup_steps must be >= 0, got {gate_warmup_steps}")
         if gate_logit_bound < 0:
             raise ValueError(f"gate_logit_bound must be >= 0 (0: unbounded), got {gate_logit_bound}")
+        if gate_logit_bound_gradient not in ("inward", "identity"):
+            raise ValueError(
+                f"gate_logit_bound_gradient must be 'inward' or 'identity', got {gate_logit_bound_gradient!r}"
+            )
         if not 0 < temperature_final <= temperature_initial:
             raise ValueError(
                 "need 0 < temperature_final <= temperature_initial, got "
@@ -280,6 +289,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
         self.gate_logit_bound = gate_logit_bound
+        self.gate_logit_bound_gradient = gate_logit_bound_gradient
         self.gate_warmup_steps = gate_warmup_steps
         self.temperature_initial = temperature_initial
         self.temperature_final = temperature_final
@@ -428,7 +438,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         """
         raw = logits
         if self.gate_logit_bound > 0:
-            logits = bound_logits(logits, self.gate_logit_bound)
+            logits = bound_logits(logits, self.gate_logit_bound, self.gate_logit_bound_gradient)
         if not self.training and self.compute_budget is not None:
             probs = torch.sigmoid(logits)
             gates = self._budget_decisions(raw, valid, chunk, offset)  # ranks by the raw logits: no ties at the bound

@@ -49,27 +49,32 @@ def allocated_straight_through(
 
 class _BoundedLogits(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, bound):
+    def forward(ctx, logits, bound, inward_only):
         ctx.save_for_backward(logits)
-        ctx.bound = bound
+        ctx.bound, ctx.inward_only = bound, inward_only
         return logits.clamp(-bound, bound)
 
     @staticmethod
     def backward(ctx, grad):
+        if not ctx.inward_only:
+            return grad, None, None
         (logits,) = ctx.saved_tensors
         outward = ((logits >= ctx.bound) & (grad < 0)) | ((logits <= -ctx.bound) & (grad > 0))
-        return grad.masked_fill(outward, 0.0), None
+        return grad.masked_fill(outward, 0.0), None, None
 
 
-def bound_logits(logits: torch.Tensor, bound: float) -> torch.Tensor:
-    """``logits`` clamped to [-bound, bound] forward; backward the identity's gradient, except where a
-    descent step would push a logit already at or beyond the bound further out (dropped there).
+def bound_logits(logits: torch.Tensor, bound: float, gradient: str = "inward") -> torch.Tensor:
+    """``logits`` clamped to [-bound, bound] forward; backward the identity's gradient (``gradient:
+    identity``), or (``inward``) that except where a descent step would push a logit already at or beyond
+    the bound further out (dropped there).
 
-    With the plain identity gradient the raw logits kept running outward (|logit| ~1e4 after 2,250 bench
-    updates, RESULTS.md issue 13), so no decision could come back; here they stay at the bound and a
-    gradient towards the other decision moves them at once.
+    With the identity gradient the raw logits kept running outward (|logit| ~1e4 after 2,250 bench
+    updates, RESULTS.md issue 13), so no decision could come back; ``inward`` keeps them at the bound. But
+    the bench's dedicated models learned only with ``identity`` (third round), so both are kept.
     """
-    return _BoundedLogits.apply(logits, float(bound))
+    if gradient not in ("inward", "identity"):
+        raise ValueError(f"gate_logit_bound_gradient must be 'inward' or 'identity', got {gradient!r}")
+    return _BoundedLogits.apply(logits, float(bound), gradient == "inward")
 
 
 def threshold_to_logit(threshold: float) -> float:

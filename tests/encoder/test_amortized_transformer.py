@@ -349,6 +349,7 @@ def test_threshold_moves_compute():
         ("budget_min_fraction", 0.8, "budget_min_fraction must be in \\[0, 1 - budget_full_fraction\\]"),
         ("compute_budget", 1.2, "compute_budget"),
         ("gate_logit_bound", -1.0, "gate_logit_bound"),
+        ("gate_logit_bound_gradient", "outward", "gate_logit_bound_gradient"),
     ],
 )
 def test_bad_options_raise_value_errors_that_name_them(option, value, message):

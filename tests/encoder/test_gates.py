@@ -119,3 +119,13 @@ def test_bounded_logits_pass_gradients_inward_but_not_outward_at_the_bound():
     logits.grad = None
     (-bound_logits(logits, 4.0).sum()).backward()  # descent raises every logit
     assert logits.grad.tolist() == [-1.0, -1.0, -1.0, 0.0, 0.0]
+
+
+def test_bounded_logits_with_the_identity_gradient_pass_every_gradient():
+    logits = torch.tensor([-9.0, -4.0, 0.5, 4.0, 9.0], requires_grad=True)
+    bounded = bound_logits(logits, 4.0, "identity")
+    assert bounded.tolist() == [-4.0, -4.0, 0.5, 4.0, 4.0]
+    bounded.sum().backward()
+    assert logits.grad.tolist() == [1.0] * 5
+    with pytest.raises(ValueError, match="gate_logit_bound_gradient must be 'inward' or 'identity'"):
+        bound_logits(logits, 4.0, "outward")
