@@ -79,18 +79,16 @@ mkdir -p "${expdir}"
 echo "$(date '+%Y-%m-%dT%H:%M:%S') ${invocation}" >> "${expdir}/run.sh.cmd"
 # Training configs: a space-separated list of files, found here or in the repository (whose own
 # path may contain spaces).
+# find_file OPTION PATH[:SUFFIX]: PATH here or in the repository (SUFFIX kept), or exit naming the option.
+find_file() {
+  if [ -f "${2%%:*}" ]; then echo "$2"
+  elif [ -f "${repo}/${2%%:*}" ]; then echo "${repo}/$2"
+  else echo "$0: --$1: ${2%%:*} is neither a file here nor in ${repo}" >&2; return 1; fi
+}
 configs=()
-for config in ${train_config}; do
-  if [ -f "${config}" ]; then configs+=("${config}")
-  elif [ -f "${repo}/${config}" ]; then configs+=("${repo}/${config}")
-  else echo "$0: --train_config: ${config} is neither a file here nor in ${repo}" >&2; exit 1; fi
-done
-also=()  # --plot_also, FILE or FILE:ROLE,ROLE, the file found like a training config
-for summary in ${plot_also}; do
-  if [ -f "${summary%%:*}" ]; then also+=("${summary}")
-  elif [ -f "${repo}/${summary%%:*}" ]; then also+=("${repo}/${summary}")
-  else echo "$0: --plot_also: ${summary%%:*} is neither a file here nor in ${repo}" >&2; exit 1; fi
-done
+for config in ${train_config}; do configs+=("$(find_file train_config "${config}")") || exit 1; done
+also=()  # --plot_also: FILE or FILE:ROLE,ROLE
+for summary in ${plot_also}; do also+=("$(find_file plot_also "${summary}")") || exit 1; done
 if [ -z "${decode_config}" ]; then
   decode_config=${repo}/conf/decode.yaml
   [ "${decode_mode}" = streaming ] && decode_config=${repo}/conf/decode_streaming.yaml

@@ -76,6 +76,7 @@ def summary_rows(summary: Dict, source: str, roles) -> List[Dict]:
             for test_set, (wer, low, high) in result["wer"].items():
                 rows.append({**common, "test_set": test_set, "decode": f"decode_{test_set}_b{budget}", "own": False,
                              "wer": wer, "wer_low": low, "wer_high": high, "compute_budget": float(budget),
+                             # a budget has no layer ratio of its own: its encoder ratio orders the curve
                              "compute_ratio_layers": result["compute_ratio_encoder"], "gflops_per_second": gflops})
     if not rows:
         raise ValueError(f"--also {source}: no model of role {' or '.join(roles)} in it")

@@ -19,6 +19,7 @@ from espnet_amortized.encoder.arbitrator import Arbitrator
 from espnet_amortized.encoder.gates import (
     annealed_temperature,
     allocated_straight_through,
+    BOUND_GRADIENTS,
     bound_logits,
     budget_allocation,
     gumbel_sigmoid_straight_through,
@@ -227,10 +228,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"gate_warmup_steps must be >= 0, got {gate_warmup_steps}")
         if gate_logit_bound < 0:
             raise ValueError(f"gate_logit_bound must be >= 0 (0: unbounded), got {gate_logit_bound}")
-        if gate_logit_bound_gradient not in ("inward", "identity"):
-            raise ValueError(
-                f"gate_logit_bound_gradient must be 'inward' or 'identity', got {gate_logit_bound_gradient!r}"
-            )
+        if gate_logit_bound_gradient not in BOUND_GRADIENTS:
+            raise ValueError(f"gate_logit_bound_gradient must be 'inward' or 'identity', got {gate_logit_bound_gradient!r}")
         if not 0 < temperature_final <= temperature_initial:
             raise ValueError(
                 "need 0 < temperature_final <= temperature_initial, got "

@@ -63,6 +63,9 @@ class _BoundedLogits(torch.autograd.Function):
         return grad.masked_fill(outward, 0.0), None, None
 
 
+BOUND_GRADIENTS = ("inward", "identity")  # gate_logit_bound_gradient's values
+
+
 def bound_logits(logits: torch.Tensor, bound: float, gradient: str = "inward") -> torch.Tensor:
     """``logits`` clamped to [-bound, bound] forward; backward the identity's gradient (``gradient:
     identity``), or (``inward``) that except where a descent step would push a logit already at or beyond
@@ -72,7 +75,7 @@ def bound_logits(logits: torch.Tensor, bound: float, gradient: str = "inward") -
     updates, RESULTS.md issue 13), so no decision could come back; ``inward`` keeps them at the bound. But
     the bench's dedicated models learned only with ``identity`` (third round), so both are kept.
     """
-    if gradient not in ("inward", "identity"):
+    if gradient not in BOUND_GRADIENTS:
         raise ValueError(f"gate_logit_bound_gradient must be 'inward' or 'identity', got {gradient!r}")
     return _BoundedLogits.apply(logits, float(bound), gradient == "inward")
 
