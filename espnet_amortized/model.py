@@ -24,7 +24,8 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
     ESPnet's model selection and checkpoint averaging (``valid loss``) rank
     models by recognition, not by how far they are from their budget.
 
-    Adds to ``stats``: ``loss_asr``, ``loss_compute`` (R), ``compute_expected``
+    Adds to ``stats``: ``loss_asr``, ``loss_compute`` (R), ``loss_distillation``
+    (``budget_distillation_weight``), ``compute_expected``
     (mean E[C] of the measure), ``compute_ratio`` (executed / dense MACs of
     the gated layers, hard decisions), ``compute_ratio_encoder`` (whole
     encoder), ``compute_multiplier`` (regulariser ``budget``) and
@@ -56,6 +57,13 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
             budget b, and the multiplier is one per bin of b: this many equal
             bins over [budget_min, 1) and one for b = 1 (a single multiplier
             cannot hold every budget: the ASR loss pulls harder at some).
+        budget_distillation_weight: with a budget-conditioned encoder, the
+            weight of in-place distillation (slimmable networks): each
+            training batch also runs the encoder at b = 1 without gradient,
+            and every utterance pays the KL divergence, summed over its
+            frames, from those CTC posteriors to its own at its drawn budget
+            (0: off; needs ``ctc_weight`` > 0). The low budgets learn from
+            the full model's outputs instead of from the labels alone.
 
     Updates are counted by ``count_update`` after each optimizer step
     (``espnet_amortized.updates``), not per forward: with ``accum_grad`` N
@@ -75,6 +83,7 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
         compute_warmup_steps: int = 0,
         compute_penalty: float = 100.0,
         compute_budget_bins: int = 8,
+        budget_distillation_weight: float = 0.0,
         **kwargs,
     ):
         check_compute_options(compute_weight, compute_regularizer, compute_target)
@@ -90,8 +99,17 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
             raise ValueError(f"compute_warmup_steps must be >= 0, got {compute_warmup_steps}")
         if compute_budget_bins < 1:
             raise ValueError(f"compute_budget_bins must be >= 1, got {compute_budget_bins}")
+        if budget_distillation_weight < 0:
+            raise ValueError(f"budget_distillation_weight must be >= 0, got {budget_distillation_weight}")
         super().__init__(*args, **kwargs)
         self.budget_conditioned = isinstance(self.encoder, AmortizedTransformerEncoder) and self.encoder.budget_conditioning
+        if budget_distillation_weight > 0 and not (self.budget_conditioned and self.ctc is not None):
+            raise ValueError(
+                "budget_distillation_weight > 0 needs a budget-conditioned encoder (budget_conditioning: true) and "
+                f"a CTC head (ctc_weight > 0); got budget_conditioning {self.budget_conditioned}, "
+                f"ctc_weight {self.ctc_weight}"
+            )
+        self.budget_distillation_weight = budget_distillation_weight
         if self.budget_conditioned and (compute_regularizer != "budget" or compute_measure != "encoder"):
             raise ValueError(
                 "a budget-conditioned encoder (budget_conditioning: true) needs compute_regularizer: budget and "
@@ -114,12 +132,28 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
         # ESPnet's encode() drops the encoder's third output, where amortized_transformer returns its
         # decisions (GateInfo): a forward hook of the model's own keeps that output for this forward.
         self._gate_info = None
+        self._encoder_call = None  # (inputs, outputs) of this forward's encoder call, for the distillation
         if isinstance(self.encoder, AmortizedTransformerEncoder):
             self.encoder.register_forward_hook(self._keep_gate_info)
         self.nonfinite_batches = 0  # in this process, for the warning
 
     def _keep_gate_info(self, encoder, inputs, outputs) -> None:
         self._gate_info = outputs[2]
+        if self.budget_distillation_weight > 0 and self.training:
+            self._encoder_call = (inputs[0], inputs[1], outputs[0], outputs[1])
+
+    def distillation(self, xs_pad, ilens, student, output_lengths) -> torch.Tensor:
+        """(B,) KL(p_full || p_student) of the CTC posteriors, summed over each utterance's frames.
+
+        The teacher is this model's encoder at b = 1 on the same features, without gradient.
+        """
+        with torch.no_grad():
+            teacher, _, _ = self.encoder(xs_pad, ilens, budgets=xs_pad.new_ones(xs_pad.size(0)))
+            teacher = self.ctc.log_softmax(teacher)
+        student = self.ctc.log_softmax(student)
+        per_frame = (teacher.exp() * (teacher - student)).sum(-1)
+        valid = torch.arange(student.size(1), device=student.device) < output_lengths.to(student.device).unsqueeze(-1)
+        return (per_frame * valid).sum(-1)
 
     @property
     def warming_up(self) -> bool:
@@ -165,9 +199,14 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
         self.num_updates += 1
 
     def forward(self, speech, speech_lengths, text, text_lengths, **kwargs):
-        self._gate_info = None
+        self._gate_info = self._encoder_call = None
         loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
         info, self._gate_info = self._gate_info, None
+        call, self._encoder_call = self._encoder_call, None
+        distillation = None
+        if call is not None:
+            distillation = self.distillation(*call).mean()
+            self._gate_info = self._encoder_call = None  # the teacher's call is not this forward's
         violations = None
         if info is not None:
             lengths = info.input_lengths.tolist()
@@ -180,6 +219,9 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
             violations = None
             if self.training:
                 loss = loss + self.compute_term(regularizer, bins)
+                if distillation is not None:
+                    stats["loss_distillation"] = distillation.detach().reshape(1)
+                    loss = loss + self.budget_distillation_weight * distillation
                 executed = expected_compute(self.encoder, info.gates.detach(), info.valid, info.allowed, lengths)
                 violations = (executed.measure(self.compute_measure).detach() - targets, bins)
             report = count_macs(self.encoder, info.gates, info.valid, info.allowed, lengths)

@@ -201,3 +201,44 @@ def test_one_budget_conditioned_model_holds_each_budget_it_is_given():
     model.eval()
     decoded = [executed(budget, 1) for budget in (0.55, 0.7, 0.85, 1.0)]
     assert decoded == sorted(decoded) and decoded[0] < decoded[-1] - 0.2
+
+
+def test_budget_distillation_needs_a_budget_conditioned_encoder_and_a_ctc_head():
+    budget_conf = dict(compute_regularizer="budget", compute_measure="encoder")
+    with pytest.raises(ValueError, match="budget_distillation_weight must be >= 0"):
+        build_espnet_model(BUDGET_ENCODER, dict(budget_conf, ctc_weight=0.3, budget_distillation_weight=-1.0))
+    with pytest.raises(ValueError, match="budget_distillation_weight > 0 needs a budget-conditioned encoder"):
+        build_espnet_model(ENCODER, dict(ctc_weight=0.3, budget_distillation_weight=1.0))
+    with pytest.raises(ValueError, match="ctc_weight 0.0"):
+        build_espnet_model(BUDGET_ENCODER, dict(budget_conf, ctc_weight=0.0, budget_distillation_weight=1.0))
+
+
+def test_budget_distillation_teaches_the_drawn_budgets_from_the_full_model_without_training_the_teacher():
+    """The loss adds weight x the mean per-utterance KL of the CTC posteriors (teacher: b = 1, no gradient);
+    an utterance at b = 1 pays nothing, validation pays nothing, and the gradient of the term alone reaches
+    the encoder only through the student's pass."""
+    torch.manual_seed(0)
+    encoder = dict(BUDGET_ENCODER, budget_training="allocate", positional_dropout_rate=0.0)  # same teacher twice
+    model = build_espnet_model(encoder, dict(compute_regularizer="budget", compute_measure="encoder",
+                                             compute_penalty=0.0, ctc_weight=0.3, budget_distillation_weight=2.0))
+    speech, speech_lengths, text, text_lengths = _toy_batch()  # no frontend or normalize: the encoder's input
+    budgets = torch.tensor([1.0, 0.5, 0.6, 1.0])
+    with torch.no_grad():
+        out, out_lengths, _ = model.encoder(speech, speech_lengths, budgets=budgets)
+        kl = model.distillation(speech, speech_lengths, out, out_lengths)
+    assert kl.shape == (4,)
+    assert float(kl[0]) == pytest.approx(0.0, abs=1e-6) and float(kl[3]) == pytest.approx(0.0, abs=1e-6)
+    assert float(kl[1]) > 0 and float(kl[2]) > 0
+
+    loss, stats, _ = model(speech, speech_lengths, text.clone(), text_lengths)
+    # the multipliers start at compute_weight 0 and the penalty is 0: the compute term is 0 here
+    assert float(stats["loss_distillation"]) > 0
+    assert float(loss) == pytest.approx(float(stats["loss_asr"] + 2.0 * stats["loss_distillation"]), rel=1e-6)
+    model.zero_grad()
+    out, out_lengths, _ = model.encoder(speech, speech_lengths, budgets=budgets)
+    model.distillation(speech, speech_lengths, out, out_lengths).sum().backward()
+    assert model.encoder.encoders[0].feed_forward.w_1.weight.grad.abs().sum() > 0  # through the student
+
+    model.eval()
+    _, stats, _ = model(speech, speech_lengths, text.clone(), text_lengths)
+    assert "loss_distillation" not in stats
