@@ -33,6 +33,7 @@ GATE_UNITS = ("unit", "layer", "none")
 ARBITRATORS = ("global", "local")
 DECISION_UNITS = ("frame", "chunk")
 CONV_NORM_TYPES = ("layer_norm", "batch_norm")
+BUDGET_ORDERS = ("logit", "logit_per_mac")
 
 
 @dataclass
@@ -129,6 +130,12 @@ class AmortizedTransformerEncoder(AbsEncoder):
             exceeds b; every unit at 1), for any model with the global arbitrator and per-frame
             decisions, and a budget-conditioned one also gets b as its input.
             Ignored in training. None: thresholds (and budget input 1).
+        budget_order: how the allocation (``compute_budget``, ``budget_training:
+            allocate``) ranks a chunk's units. ``logit``: by logit. ``logit_per_mac``:
+            by logit - log(the unit's MACs), the greedy knapsack order if exp(logit)
+            is a unit's value: of two units of equal logit the cheaper runs first, so
+            at equal logits (initialisation) a small budget runs the convolution units
+            (the cheapest) before MHSA and the FFN (the dearest).
         gate_threshold: inference gate ``sigmoid(logit) > gate_threshold``
             (without ``compute_budget``): a unit runs where its probability
             under the training noise, sigmoid(logit), exceeds it. Training
@@ -195,6 +202,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         budget_full_fraction: float = 0.25,
         budget_min_fraction: float = 0.0,
         budget_training: str = "regularize",
+        budget_order: str = "logit",
         compute_budget: Optional[float] = None,
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
@@ -254,6 +262,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 "gate_conv needs convolution units (conv_kernel_size > 0), gates and the global arbitrator; got "
                 f"conv_kernel_size {conv_kernel_size}, gate_unit {gate_unit!r}, arbitrator {arbitrator!r}"
             )
+        if budget_order not in BUDGET_ORDERS:
+            raise ValueError(f"budget_order must be one of {', '.join(map(repr, BUDGET_ORDERS))}, got {budget_order!r}")
         if budget_training not in ("regularize", "allocate"):
             raise ValueError(f"budget_training must be 'regularize' or 'allocate', got {budget_training!r}")
         if budget_training == "allocate" and not (budget_conditioning and decision_unit == "frame"):
@@ -285,6 +295,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.budget_full_fraction = budget_full_fraction
         self.budget_min_fraction = budget_min_fraction
         self.budget_training = budget_training
+        self.budget_order = budget_order
         self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
         self.gate_logit_bound = gate_logit_bound
@@ -512,7 +523,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
         # b = 1: every unit (1.0 + the arbitrator's share of the dense encoder)
         spend = torch.where(budgets >= 1.0, torch.full_like(spend, float("inf")), spend)
         units = [attention, ffn] + ([conv] if self.gate_conv else [])
-        unit_costs = torch.stack(units, -1) if per_layer > 1 else sum(units).unsqueeze(-1)
+        unit_costs = torch.stack(units, -1) if per_layer > 1 else sum(units).unsqueeze(-1)  # (B, C, G)
+        if self.budget_order == "logit_per_mac":
+            per_mac = unit_costs.log().to(scores.dtype)[:, :, None, None, :].expand(-1, -1, chunk, layers, -1)
+            scores = scores - per_mac.reshape(batch, chunks * chunk, layers, per_layer)
         costs = frames[..., None, None] * unit_costs[:, :, None, None, :]  # (B, C, chunk, 1, G); padding costs 0
         costs = costs.expand(-1, -1, -1, layers, -1).reshape(batch * chunks, -1)
         decided = budget_allocation(scores.reshape(batch * chunks, -1), costs, spend.reshape(-1))

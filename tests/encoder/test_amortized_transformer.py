@@ -455,6 +455,36 @@ def test_budget_training_is_checked():
         small_encoder(budget_training="allocate")
     with pytest.raises(ValueError, match="budget_training 'allocate' needs budget_conditioning: true"):
         small_encoder(budget_conditioning=True, budget_training="allocate", decision_unit="chunk")
+    with pytest.raises(ValueError, match="budget_order must be one of 'logit', 'logit_per_mac', got 'cost'"):
+        small_encoder(budget_order="cost")
+
+
+def test_budget_order_logit_per_mac_runs_the_cheapest_units_first_at_equal_logits():
+    """At equal logits a small budget runs every convolution unit (the cheapest per frame), then MHSA, and
+    no FFN (the dearest) under ``logit_per_mac``; ranked by logit alone ties go by position and FFNs run too.
+    A large enough logit lead still wins over a unit's cost."""
+    torch.manual_seed(0)
+    conf = dict(input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8, conv_kernel_size=3,
+                chunk_size=16, gate_conv=True)
+    x, lengths = torch.randn(2, 400, 80), torch.tensor([400, 400])
+    shares = {}
+    for order in ("logit", "logit_per_mac"):
+        encoder = small_encoder(budget_order=order, **conf).eval()
+        with torch.no_grad():
+            encoder.arbitrator.out.weight.zero_()
+            encoder.arbitrator.out.bias.fill_(1.0)
+        encoder.compute_budget = 0.3
+        ratio, gates = _encoder_ratio(encoder, x, lengths)
+        assert ratio == pytest.approx(0.3, abs=0.03)
+        shares[order] = gates.mean(dim=(0, 1, 2)).tolist()  # (MHSA, FFN, conv) shares of frames x layers
+        if order == "logit_per_mac":
+            with torch.no_grad():  # the FFNs lead by more than log(FFN MACs / conv MACs)
+                encoder.arbitrator.out.bias.view(-1, 3)[:, 1] = 1.0 + 3.0
+            shares["ffn_lead"] = _encoder_ratio(encoder, x, lengths)[1].mean(dim=(0, 1, 2)).tolist()
+    attention, ffn, conv = shares["logit_per_mac"]
+    assert conv == 1.0 and 0.0 < attention < 1.0 and ffn == 0.0
+    assert shares["logit"][1] > 0.1  # by position: the first layers' units, FFNs included
+    assert shares["ffn_lead"][1] > 0.2 and shares["ffn_lead"][2] < conv
 
 
 def test_bounded_logits_keep_every_unit_possible_and_its_gradient_alive():
@@ -485,17 +515,18 @@ def _encoder_ratio(encoder, x, lengths):
     return count_macs(encoder, info.gates, info.valid, info.allowed, info.input_lengths.tolist()).encoder_ratio, info.gates
 
 
-@pytest.mark.parametrize("conditioned,gate_unit,gate_conv", [
-    (False, "unit", False), (True, "unit", False), (False, "layer", False), (True, "unit", True), (False, "layer", True),
+@pytest.mark.parametrize("conditioned,gate_unit,gate_conv,budget_order", [
+    (False, "unit", False, "logit"), (True, "unit", False, "logit"), (False, "layer", False, "logit"),
+    (True, "unit", True, "logit"), (False, "layer", True, "logit"), (True, "unit", True, "logit_per_mac"),
 ])
-def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditioned, gate_unit, gate_conv):
+def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditioned, gate_unit, gate_conv, budget_order):
     """The per-chunk allocation spends the budget whatever the logits: within 0.03 of each request above the
     always-run floor (at or below it: only what always runs), monotone, and everything at 1. (Chunks of 16
     frames: a chunk may leave up to one unit of its budget unspent, a large share of a tiny chunk's.)"""
     torch.manual_seed(0)
     encoder = randomize_arbitration(small_encoder(
         input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8, conv_kernel_size=3, chunk_size=16,
-        gate_unit=gate_unit, budget_conditioning=conditioned, gate_conv=gate_conv)).eval()
+        gate_unit=gate_unit, budget_conditioning=conditioned, gate_conv=gate_conv, budget_order=budget_order)).eval()
     x, lengths = torch.randn(3, 400, 80), torch.tensor([400, 333, 150])
     encoder.compute_budget = 0.0
     floor, gates = _encoder_ratio(encoder, x, lengths)
@@ -511,11 +542,11 @@ def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditi
     assert bool((gates[_valid(encoder, lengths, gates.size(1))] == 1).all())  # budget 1: every unit runs
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_compute_budget_streams_exactly(batch):
+@pytest.mark.parametrize("batch,budget_order", [(1, "logit"), (2, "logit"), (2, "logit_per_mac")])
+def test_compute_budget_streams_exactly(batch, budget_order):
     """Chunks are cut at absolute positions, so streaming allocates as the whole utterance does."""
     torch.manual_seed(0)
-    encoder = randomize_arbitration(small_encoder(input_layer="stack")).eval()
+    encoder = randomize_arbitration(small_encoder(input_layer="stack", budget_order=budget_order)).eval()
     x = torch.randn(batch, 97, 80)
     for budget in (0.4, 0.7):
         encoder.compute_budget = budget
