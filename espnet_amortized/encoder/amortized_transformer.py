@@ -136,6 +136,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
             is a unit's value: of two units of equal logit the cheaper runs first, so
             at equal logits (initialisation) a small budget runs the convolution units
             (the cheapest) before MHSA and the FFN (the dearest).
+        budget_noise: ``budget_training: allocate`` ranks the logits plus this
+            times logistic noise (1: the Gumbel-sigmoid's exploration; 0: training
+            ranks exactly what inference ranks, so a unit near the cut-off is not
+            switched at random from one step to the next).
         gate_threshold: inference gate ``sigmoid(logit) > gate_threshold``
             (without ``compute_budget``): a unit runs where its probability
             under the training noise, sigmoid(logit), exceeds it. Training
@@ -203,6 +207,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         budget_min_fraction: float = 0.0,
         budget_training: str = "regularize",
         budget_order: str = "logit",
+        budget_noise: float = 1.0,
         compute_budget: Optional[float] = None,
         gate_threshold: float = 0.5,
         gate_initial_logit: float = 3.0,
@@ -262,6 +267,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 "gate_conv needs convolution units (conv_kernel_size > 0), gates and the global arbitrator; got "
                 f"conv_kernel_size {conv_kernel_size}, gate_unit {gate_unit!r}, arbitrator {arbitrator!r}"
             )
+        if not budget_noise >= 0:
+            raise ValueError(f"budget_noise must be >= 0, got {budget_noise}")
         if budget_order not in BUDGET_ORDERS:
             raise ValueError(f"budget_order must be one of {', '.join(map(repr, BUDGET_ORDERS))}, got {budget_order!r}")
         if budget_training not in ("regularize", "allocate"):
@@ -296,6 +303,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.budget_min_fraction = budget_min_fraction
         self.budget_training = budget_training
         self.budget_order = budget_order
+        self.budget_noise = budget_noise
         self.compute_budget = compute_budget
         self.gate_threshold = gate_threshold
         self.gate_logit_bound = gate_logit_bound
@@ -456,7 +464,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
             probs = torch.sigmoid(logits)
             if self.training:
                 gates = allocated_straight_through(
-                    raw, lambda noisy: self._budget_decisions(noisy, valid, chunk, offset, budgets), self.temperature
+                    raw, lambda noisy: self._budget_decisions(noisy, valid, chunk, offset, budgets), self.temperature,
+                    noise_scale=self.budget_noise,
                 )
             else:  # the budget input (1 without compute_budget: every unit)
                 gates = self._budget_decisions(raw, valid, chunk, offset, budgets)

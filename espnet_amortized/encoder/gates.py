@@ -27,20 +27,24 @@ def gumbel_sigmoid_straight_through(
 
 def allocated_straight_through(
     logits: torch.Tensor, decide: Callable[[torch.Tensor], torch.Tensor], temperature: float,
-    generator: torch.Generator = None,
+    generator: torch.Generator = None, noise_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Hard 0/1 gates ``decide(logits + logistic noise)`` forward, the relaxed sigmoid's gradient backward.
+    """Hard 0/1 gates ``decide(logits + noise_scale x logistic noise)`` forward, the relaxed sigmoid's
+    gradient backward.
 
     ``decide`` sees the noisy logits detached: a threshold at 0 (the Gumbel-sigmoid
-    sample) or a budget allocation that ranks them.
+    sample) or a budget allocation that ranks them. ``noise_scale`` 0: ``decide``
+    sees the logits themselves (what inference ranks), no exploration.
     """
     if not temperature > 0:
         raise ValueError(f"gate temperature must be > 0, got {temperature}")
+    if not noise_scale >= 0:
+        raise ValueError(f"the gate noise scale must be >= 0, got {noise_scale}")
     temperature = max(float(temperature), MIN_TEMPERATURE)
     uniform = torch.rand(
         logits.shape, device=logits.device, dtype=logits.dtype, generator=generator
     ).clamp_(_NOISE_EPS, 1.0 - _NOISE_EPS)
-    noisy = logits.clamp(-_LOGIT_CLAMP, _LOGIT_CLAMP) + (torch.log(uniform) - torch.log1p(-uniform))
+    noisy = logits.clamp(-_LOGIT_CLAMP, _LOGIT_CLAMP) + noise_scale * (torch.log(uniform) - torch.log1p(-uniform))
     soft = torch.sigmoid(noisy / temperature)
     hard = decide(noisy.detach()).to(soft.dtype)
     # (soft - soft.detach()) is exactly 0 forward, so the forward value is exactly hard.

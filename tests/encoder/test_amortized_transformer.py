@@ -437,6 +437,16 @@ def test_budget_training_allocate_trains_on_the_decisions_inference_makes():
     x, lengths = torch.randn(3, 400, 80), torch.tensor([400, 400, 400])
     budgets = torch.tensor([0.4, 0.7, 1.0])
     _, _, info = encoder(x, lengths, budgets=budgets)
+    encoder.budget_noise = 0.0  # training ranks the logits themselves: the decisions of inference at each budget
+    _, _, exact = encoder(x, lengths, budgets=budgets)
+    encoder.eval()
+    for index, budget in enumerate(budgets.tolist()):
+        encoder.compute_budget = budget
+        with torch.no_grad():
+            inferred = encoder(x[index : index + 1], lengths[index : index + 1])[2].gates
+        assert torch.equal(exact.gates[index : index + 1].detach(), inferred)
+    encoder.compute_budget = None
+    encoder.train()
     ratios = [count_macs(encoder, info.gates[i : i + 1].detach(), info.valid[i : i + 1], info.allowed[i : i + 1],
                          [400]).encoder_ratio for i in range(3)]
     assert ratios[0] == pytest.approx(0.4, abs=0.03) and ratios[1] == pytest.approx(0.7, abs=0.03) and ratios[2] > 1.0
@@ -457,6 +467,8 @@ def test_budget_training_is_checked():
         small_encoder(budget_conditioning=True, budget_training="allocate", decision_unit="chunk")
     with pytest.raises(ValueError, match="budget_order must be one of 'logit', 'logit_per_mac', got 'cost'"):
         small_encoder(budget_order="cost")
+    with pytest.raises(ValueError, match="budget_noise must be >= 0, got -0.5"):
+        small_encoder(budget_noise=-0.5)
 
 
 def test_budget_order_logit_per_mac_runs_the_cheapest_units_first_at_equal_logits():

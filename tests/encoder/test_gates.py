@@ -36,6 +36,11 @@ def test_allocated_straight_through_runs_what_decide_picks_on_the_noisy_logits()
     gates.sum().backward()
     assert (logits.grad > 0).all()  # the relaxed sigmoid's gradient, whatever decide did
 
+    exact = allocated_straight_through(logits, top_ten, 1.0, torch.Generator().manual_seed(0), noise_scale=0.0)
+    assert torch.equal(seen["noisy"], logits.detach()) and torch.equal(exact.detach(), top_ten(logits.detach()))
+    with pytest.raises(ValueError, match="noise scale must be >= 0"):
+        allocated_straight_through(logits, top_ten, 1.0, noise_scale=-1.0)
+
 
 def test_gate_probability_is_sigmoid_of_logit_at_any_temperature():
     logits = torch.full((20000,), 0.8)
