@@ -8,6 +8,7 @@ import torch
 from espnet_amortized._espnet import espnet_asr_model_class
 from espnet_amortized.compute import COMPUTE_MEASURES, count_macs, expected_compute
 from espnet_amortized.encoder import AmortizedTransformerEncoder
+from espnet_amortized.encoder.masks import lengths_to_mask
 from espnet_amortized.loss import check_compute_options, compute_regularizer
 
 ESPnetASRModel = espnet_asr_model_class()
@@ -152,8 +153,7 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
             teacher = self.ctc.log_softmax(teacher)
         student = self.ctc.log_softmax(student)
         per_frame = (teacher.exp() * (teacher - student)).sum(-1)
-        valid = torch.arange(student.size(1), device=student.device) < output_lengths.to(student.device).unsqueeze(-1)
-        return (per_frame * valid).sum(-1)
+        return (per_frame * lengths_to_mask(output_lengths.to(student.device), student.size(1))).sum(-1)
 
     @property
     def warming_up(self) -> bool:

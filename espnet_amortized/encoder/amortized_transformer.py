@@ -33,7 +33,7 @@ GATE_UNITS = ("unit", "layer", "none")
 ARBITRATORS = ("global", "local")
 DECISION_UNITS = ("frame", "chunk")
 CONV_NORM_TYPES = ("layer_norm", "batch_norm")
-BUDGET_ORDERS = ("logit", "logit_per_mac")
+BUDGET_ORDERS = ("logit", "logit_per_mac", "conv_first")
 
 
 @dataclass
@@ -135,7 +135,12 @@ class AmortizedTransformerEncoder(AbsEncoder):
             by logit - log(the unit's MACs), the greedy knapsack order if exp(logit)
             is a unit's value: of two units of equal logit the cheaper runs first, so
             at equal logits (initialisation) a small budget runs the convolution units
-            (the cheapest) before MHSA and the FFN (the dearest).
+            (the cheapest) before MHSA and the FFN (the dearest). ``conv_first`` (with
+            ``gate_conv`` and ``gate_unit: unit``): every convolution unit ranks above
+            every MHSA and FFN, each group by logit, so a budget above what the
+            convolution units cost runs all of them (as a model without ``gate_conv``,
+            the structure of the dedicated low-budget models) and only a budget below it
+            skips convolution units; the arbitrator still decides which.
         budget_noise: ``budget_training: allocate`` ranks the logits plus this
             times logistic noise (1: the Gumbel-sigmoid's exploration; 0: training
             ranks exactly what inference ranks, so a unit near the cut-off is not
@@ -271,6 +276,11 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(f"budget_noise must be >= 0, got {budget_noise}")
         if budget_order not in BUDGET_ORDERS:
             raise ValueError(f"budget_order must be one of {', '.join(map(repr, BUDGET_ORDERS))}, got {budget_order!r}")
+        if budget_order == "conv_first" and not (gate_conv and gate_unit == "unit"):
+            raise ValueError(
+                "budget_order 'conv_first' ranks the convolution units apart, so it needs gate_conv: true and "
+                f"gate_unit: unit; got gate_conv {gate_conv}, gate_unit {gate_unit!r}"
+            )
         if budget_training not in ("regularize", "allocate"):
             raise ValueError(f"budget_training must be 'regularize' or 'allocate', got {budget_training!r}")
         if budget_training == "allocate" and not (budget_conditioning and decision_unit == "frame"):
@@ -536,6 +546,13 @@ class AmortizedTransformerEncoder(AbsEncoder):
         if self.budget_order == "logit_per_mac":
             per_mac = unit_costs.log().to(scores.dtype)[:, :, None, None, :].expand(-1, -1, chunk, layers, -1)
             scores = scores - per_mac.reshape(batch, chunks * chunk, layers, per_layer)
+        elif self.budget_order == "conv_first":
+            # A lead larger than any two finite scores differ by: a lexicographic order (convolution units, then by
+            # score) that keeps the logits' precision, unlike a huge constant.
+            finite = scores.isfinite()
+            lead = 2 * scores.masked_fill(~finite, 0.0).abs().amax() + 1
+            is_conv = torch.arange(per_layer, device=scores.device) == CONV
+            scores = torch.where(is_conv & finite, scores + lead, scores)
         costs = frames[..., None, None] * unit_costs[:, :, None, None, :]  # (B, C, chunk, 1, G); padding costs 0
         costs = costs.expand(-1, -1, -1, layers, -1).reshape(batch * chunks, -1)
         decided = budget_allocation(scores.reshape(batch * chunks, -1), costs, spend.reshape(-1))

@@ -465,10 +465,26 @@ def test_budget_training_is_checked():
         small_encoder(budget_training="allocate")
     with pytest.raises(ValueError, match="budget_training 'allocate' needs budget_conditioning: true"):
         small_encoder(budget_conditioning=True, budget_training="allocate", decision_unit="chunk")
-    with pytest.raises(ValueError, match="budget_order must be one of 'logit', 'logit_per_mac', got 'cost'"):
+    with pytest.raises(ValueError, match="budget_order must be one of 'logit', 'logit_per_mac', 'conv_first', got 'cost'"):
         small_encoder(budget_order="cost")
+    with pytest.raises(ValueError, match="budget_order 'conv_first' .* needs gate_conv: true and gate_unit: unit; "
+                       "got gate_conv False"):
+        small_encoder(budget_order="conv_first", conv_kernel_size=3)
+    with pytest.raises(ValueError, match="got gate_conv True, gate_unit 'layer'"):
+        small_encoder(budget_order="conv_first", conv_kernel_size=3, gate_conv=True, gate_unit="layer")
     with pytest.raises(ValueError, match="budget_noise must be >= 0, got -0.5"):
         small_encoder(budget_noise=-0.5)
+
+
+def _constant_logit_encoder(budget_order, logit):
+    """A gated-convolution encoder (chunks of 16 frames) whose arbitrator gives every unit the same logit."""
+    torch.manual_seed(0)
+    encoder = small_encoder(input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8,
+                            conv_kernel_size=3, chunk_size=16, gate_conv=True, budget_order=budget_order).eval()
+    with torch.no_grad():
+        encoder.arbitrator.out.weight.zero_()
+        encoder.arbitrator.out.bias.fill_(logit)
+    return encoder
 
 
 def test_budget_order_logit_per_mac_runs_the_cheapest_units_first_at_equal_logits():
@@ -476,15 +492,10 @@ def test_budget_order_logit_per_mac_runs_the_cheapest_units_first_at_equal_logit
     no FFN (the dearest) under ``logit_per_mac``; ranked by logit alone ties go by position and FFNs run too.
     A large enough logit lead still wins over a unit's cost."""
     torch.manual_seed(0)
-    conf = dict(input_layer="stack", output_size=64, linear_units=256, arbitrator_hidden_size=8, conv_kernel_size=3,
-                chunk_size=16, gate_conv=True)
     x, lengths = torch.randn(2, 400, 80), torch.tensor([400, 400])
     shares = {}
     for order in ("logit", "logit_per_mac"):
-        encoder = small_encoder(budget_order=order, **conf).eval()
-        with torch.no_grad():
-            encoder.arbitrator.out.weight.zero_()
-            encoder.arbitrator.out.bias.fill_(1.0)
+        encoder = _constant_logit_encoder(order, 1.0)
         encoder.compute_budget = 0.3
         ratio, gates = _encoder_ratio(encoder, x, lengths)
         assert ratio == pytest.approx(0.3, abs=0.03)
@@ -497,6 +508,46 @@ def test_budget_order_logit_per_mac_runs_the_cheapest_units_first_at_equal_logit
     assert conv == 1.0 and 0.0 < attention < 1.0 and ffn == 0.0
     assert shares["logit"][1] > 0.1  # by position: the first layers' units, FFNs included
     assert shares["ffn_lead"][1] > 0.2 and shares["ffn_lead"][2] < conv
+
+
+def test_budget_order_conv_first_runs_every_convolution_unit_before_any_other_unit():
+    """Under ``conv_first`` the convolution units run first whatever their logits: with the lowest logits they
+    all run at a budget above their cost, and below it only convolution units run, chosen by logit (the
+    later layers', whose logits lead). Ranked by logit alone they are the units that never run."""
+    torch.manual_seed(0)
+    x, lengths = torch.randn(2, 400, 80), torch.tensor([400, 400])
+    shares = {}
+    for order in ("logit", "conv_first"):
+        encoder = _constant_logit_encoder(order, 0.0)
+        with torch.no_grad():
+            bias = encoder.arbitrator.out.bias.view(-1, 3)  # (layers, (MHSA, FFN, conv))
+            bias[:, :2] = 3.0
+            bias[:, 2] = torch.linspace(-3.0, -2.0, bias.size(0))  # the last layer's convolution unit leads
+        for budget in (0.0, 0.35):
+            encoder.compute_budget = budget
+            shares[order, budget] = _encoder_ratio(encoder, x, lengths)[1].mean(dim=(0, 1))  # (layers, units)
+    encoder.compute_budget = 0.0
+    floor = _encoder_ratio(encoder, x, lengths)[0]  # what always runs
+    attention, ffn, conv = shares["conv_first", 0.35].mean(0).tolist()
+    assert conv == 1.0 and 0.0 < attention + ffn
+    assert float(shares["logit", 0.35][:, 2].max()) == 0.0  # by logit the convolution units lose to every other
+    # Just above the floor only some convolution units run, the later layers' first (their logits lead); in each
+    # chunk (16 frames, all valid here) an MHSA or FFN runs only where every convolution unit runs.
+    partial = []
+    for step in range(1, 100):
+        encoder.compute_budget = floor + 0.002 * step
+        gates = _encoder_ratio(encoder, x, lengths)[1]
+        share = gates.mean(dim=(0, 1))
+        if 0.0 < float(share[:, 2].mean()) < 1.0:
+            partial.append(share)
+            for start in range(0, gates.size(1), 16):
+                chunk = gates[:, start : start + 16]
+                others_run = chunk[..., :2].flatten(1).amax(1) > 0
+                assert bool((chunk[..., 2].flatten(1).amin(1)[others_run] == 1).all())
+    assert len(partial) > 3
+    for share in partial:
+        assert share[:, 2].tolist() == sorted(share[:, 2].tolist())  # a later layer's unit never runs less
+    assert any(float(share[-1, 2]) == 1.0 and float(share[0, 2]) == 0.0 for share in partial)
 
 
 def test_bounded_logits_keep_every_unit_possible_and_its_gradient_alive():
@@ -530,6 +581,7 @@ def _encoder_ratio(encoder, x, lengths):
 @pytest.mark.parametrize("conditioned,gate_unit,gate_conv,budget_order", [
     (False, "unit", False, "logit"), (True, "unit", False, "logit"), (False, "layer", False, "logit"),
     (True, "unit", True, "logit"), (False, "layer", True, "logit"), (True, "unit", True, "logit_per_mac"),
+    (True, "unit", True, "conv_first"),
 ])
 def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditioned, gate_unit, gate_conv, budget_order):
     """The per-chunk allocation spends the budget whatever the logits: within 0.03 of each request above the
@@ -554,11 +606,12 @@ def test_compute_budget_lands_on_the_whole_encoder_ratio_and_is_monotone(conditi
     assert bool((gates[_valid(encoder, lengths, gates.size(1))] == 1).all())  # budget 1: every unit runs
 
 
-@pytest.mark.parametrize("batch,budget_order", [(1, "logit"), (2, "logit"), (2, "logit_per_mac")])
+@pytest.mark.parametrize("batch,budget_order", [(1, "logit"), (2, "logit"), (2, "logit_per_mac"), (2, "conv_first")])
 def test_compute_budget_streams_exactly(batch, budget_order):
     """Chunks are cut at absolute positions, so streaming allocates as the whole utterance does."""
     torch.manual_seed(0)
-    encoder = randomize_arbitration(small_encoder(input_layer="stack", budget_order=budget_order)).eval()
+    conv = dict(conv_kernel_size=3, gate_conv=True) if budget_order == "conv_first" else {}
+    encoder = randomize_arbitration(small_encoder(input_layer="stack", budget_order=budget_order, **conv)).eval()
     x = torch.randn(batch, 97, 80)
     for budget in (0.4, 0.7):
         encoder.compute_budget = budget
