@@ -76,7 +76,8 @@ def test_failed_job_names_its_log(tmp_path, tiny_corpus):
 @pytest.mark.parametrize(
     "config",
     ["train_dense.yaml", "train_amortized.yaml", "tuning/train_contextual_block_transformer.yaml",
-     "tuning/train_dense_librispeech.yaml", "tuning/train_amortized_librispeech.yaml"],
+     "tuning/train_dense_librispeech.yaml", "tuning/train_amortized_librispeech.yaml",
+     "tuning/train_amortized_budget.yaml"],
 )
 def test_recipe_configs_build_and_run_a_training_step(config):
     """Every recipe config builds through ESPnet's ASRTask and trains a step on a toy batch."""
