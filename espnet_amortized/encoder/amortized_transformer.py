@@ -548,11 +548,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
             scores = scores - per_mac.reshape(batch, chunks * chunk, layers, per_layer)
         elif self.budget_order == "conv_first":
             # A lead larger than any two finite scores differ by: a lexicographic order (convolution units, then by
-            # score) that keeps the logits' precision, unlike a huge constant.
-            finite = scores.isfinite()
-            lead = 2 * scores.masked_fill(~finite, 0.0).abs().amax() + 1
-            is_conv = torch.arange(per_layer, device=scores.device) == CONV
-            scores = torch.where(is_conv & finite, scores + lead, scores)
+            # score) that keeps the logits' precision, unlike a huge constant. Padding stays at -inf.
+            lead = 2 * scores.masked_fill(~scores.isfinite(), 0.0).abs().amax() + 1
+            scores = scores + lead * (torch.arange(per_layer, device=scores.device) == CONV)
         costs = frames[..., None, None] * unit_costs[:, :, None, None, :]  # (B, C, chunk, 1, G); padding costs 0
         costs = costs.expand(-1, -1, -1, layers, -1).reshape(batch * chunks, -1)
         decided = budget_allocation(scores.reshape(batch * chunks, -1), costs, spend.reshape(-1))
