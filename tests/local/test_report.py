@@ -212,6 +212,7 @@ COMMITTED_SUMMARIES = {
     "summary_budget_u2250_r4.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
     "summary_budget_u2250_r4_nogconv.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
     "summary_budget_u2250_r5.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
+    "summary_budget_u7500.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
 }
 
 
