@@ -43,6 +43,8 @@ decode_config=""              # empty: conf/decode.yaml offline, conf/decode_str
 decode_mode=offline           # offline (ESPnet beam search on whole utterances) | streaming (chunk by chunk, our beam search)
 gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" (empty: each model's own)
 compute_budgets=""            # decode-time whole-encoder budgets of budget-conditioned models, e.g. "0.25 0.35 0.5 0.7 1.0"
+frozen_budgets=""             # budgets at which a budget-conditioned model is also decoded with every unit frozen to its
+                              #   majority decision on valid_set at that budget (issue 13's static control), e.g. "0.35 0.6"
 plot_also=""                  # stage 6: committed summary.json files drawn in the Pareto plots too, e.g.
                               #   "egs/sweep/results/summary_toolkit_u2250.json" (its toolkit baselines) or FILE:ROLE,ROLE
 nbpe=128
@@ -53,7 +55,7 @@ expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets plot_also nbpe train_args train_jobs datadir expdir dumpdir"
+  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets frozen_budgets plot_also nbpe train_args train_jobs datadir expdir dumpdir"
 invocation="$0 $*"  # before the options are consumed: exp/run.sh.cmd and summary.json record it
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -251,11 +253,27 @@ if run_stage 5; then
     # utterance): offline mode decodes it both ways, and the report takes the streaming one.
     modes=${decode_mode}
     [ "${task}" = asr_transducer ] && [ "${decode_mode}" = offline ] && modes="offline streaming"
-    # Decode-time compute knobs: each gate threshold (th), and each budget of a budget-conditioned model (b).
+    # Decode-time compute knobs: each gate threshold (th), and each budget of a budget-conditioned model (b) and
+    # each budget at which its units are frozen to their majorities (f).
     knobs=""
     for threshold in ${gate_thresholds}; do knobs="${knobs} th${threshold}"; done
-    if [ -n "${compute_budgets}" ] && [ "$(python "${repo}/local/config_task.py" --budget_conditioned "${config}")" = true ]; then
+    if [ -n "${compute_budgets}${frozen_budgets}" ] \
+      && [ "$(python "${repo}/local/config_task.py" --budget_conditioned "${config}")" = true ]; then
       for budget in ${compute_budgets}; do knobs="${knobs} b${budget}"; done
+      # The gate decisions do not depend on the search: the offline decoder, with the streaming mode's offline config.
+      rates_config=${decode_config}; [ "${decode_mode}" = streaming ] && rates_config=${repo}/conf/decode.yaml
+      for budget in ${frozen_budgets}; do
+        case " ${knobs} " in *" b${budget} "*) ;; *) knobs="${knobs} b${budget}" ;; esac  # what the control is paired with
+        knobs="${knobs} f${budget}"
+        rates="${exp}/decode_${valid_set}_b${budget}"  # each unit's majority on held-out data, not on the test sets
+        [ -f "${rates}/.done" ] && continue
+        log "stage 5: decoding ${valid_set} with ${exp} at budget ${budget} (the frozen control's majorities)"
+        ${decode_cmd} --num_threads 1 "${rates}/decode.log" python -m espnet_amortized.bin.asr_decode \
+          --data "${dumpdir}/fbank/${valid_set}" --config "${rates_config}" --asr_train_config "${exp}/config.yaml" \
+          --asr_model_file "${exp}/valid.loss.ave.pth" --output_dir "${rates}" --compute_budget "${budget}" \
+          || { log "stage 5: decoding ${valid_set} failed: see ${rates}/decode.log"; exit 1; }
+        touch "${rates}/.done"
+      done
     fi
     for mode in ${modes}; do
       for set in ${test_sets}; do
@@ -265,6 +283,8 @@ if run_stage 5; then
           case "${knob}" in
             th*) out="${out}_${knob}"; threshold_args=(--gate_threshold "${knob#th}") ;;
             b*) out="${out}_${knob}"; threshold_args=(--compute_budget "${knob#b}") ;;
+            f*) out="${out}_frozen${knob#f}"
+                threshold_args=(--compute_budget "${knob#f}" --frozen_units_from "${exp}/decode_${valid_set}_b${knob#f}/summary.json") ;;
           esac
           [ -f "${out}/.done" ] && continue
           log "stage 5: decoding ${set} with ${exp} (${mode}, compute knob: ${knob})"

@@ -6,6 +6,7 @@ with a bare tensor "size mismatch"; a BPE model retrained after training (say
 hypothesis. Both become errors that name the files.
 """
 
+import json
 import pathlib
 from typing import Sequence
 
@@ -33,26 +34,48 @@ def load_asr_model(config, model_file, device: str = "cpu"):
     return model, args
 
 
-def set_compute_knobs(encoder, gate_threshold=None, compute_budget=None) -> None:
+def set_compute_knobs(encoder, gate_threshold=None, compute_budget=None, frozen_units=None) -> None:
     """The decode-time compute options (None: the trained model's), checked before any decoding.
 
     ``compute_budget`` (the whole encoder's executed / dense MACs, in [0, 1])
     needs gates decided per frame by the global arbitrator (the encoder checks
-    which); ``gate_threshold`` any gated encoder.
+    which); ``gate_threshold`` any gated encoder; ``frozen_units``
+    (``frozen_units_from``) replaces the decisions of any gated encoder.
     """
+    if frozen_units is not None:
+        _set_knob(encoder, "frozen_units", frozen_units, "--frozen_units_from", "--frozen_units_from: ")
     if compute_budget is not None:
         if not 0.0 <= compute_budget <= 1.0:
             raise ValueError(f"--compute_budget must be in [0, 1], got {compute_budget}")
-        if not hasattr(encoder, "compute_budget"):
-            raise ValueError(f"--compute_budget {compute_budget}: the encoder {type(encoder).__name__} has no gates")
-        try:
-            encoder.compute_budget = compute_budget
-        except ValueError as error:
-            raise ValueError(f"--{error}") from error
+        _set_knob(encoder, "compute_budget", compute_budget, f"--compute_budget {compute_budget}", "--")
     if gate_threshold is not None:
         if not hasattr(encoder, "gate_threshold"):
             raise ValueError(f"--gate_threshold: the encoder {type(encoder).__name__} has no gates")
         encoder.gate_threshold = gate_threshold  # the encoder checks the range
+
+
+def _set_knob(encoder, name: str, value, option: str, prefix: str) -> None:
+    """``encoder.<name> = value``; an encoder without the knob, or a value it refuses, is an error naming the option."""
+    if not hasattr(encoder, name):
+        raise ValueError(f"{option}: the encoder {type(encoder).__name__} has no gates")
+    try:
+        setattr(encoder, name, value)
+    except ValueError as error:
+        raise ValueError(f"{prefix}{error}") from error
+
+
+def frozen_units_from(summary_path) -> dict:
+    """Each unit frozen to its majority decision in a gated decoding: ``{"attention": [0/1 per layer], "ffn": ...,
+    ("conv": ...)}`` from the ``<unit>_rates`` of that decoding's summary.json (1 where the unit ran on at least
+    half of the frames). Take the decoding from held-out data, not the test set the control is scored on."""
+    path = pathlib.Path(summary_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--frozen_units_from {path}: missing (a decoding's summary.json)")
+    summary = json.loads(path.read_text())
+    rates = {name: summary.get(f"{name}_rates") for name in ("attention", "ffn", "conv")}
+    if rates["attention"] is None or rates["ffn"] is None:
+        raise ValueError(f"--frozen_units_from {path}: no attention_rates/ffn_rates (not a gated model's decoding)")
+    return {name: [int(rate >= 0.5) for rate in values] for name, values in rates.items() if values is not None}
 
 
 def mismatch_reason(message: str) -> str:

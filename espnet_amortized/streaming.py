@@ -94,6 +94,7 @@ class Speech2TextStreaming:
         gate_threshold: Optional[float] = None,
         chunk_size: Optional[int] = None,
         compute_budget: Optional[float] = None,
+        frozen_units: Optional[dict] = None,
         beam_size: int = 1,
         max_symbols_per_frame: int = 4,
         score_norm: bool = False,
@@ -115,7 +116,7 @@ class Speech2TextStreaming:
             raise ValueError(f"{asr_train_config}: encoder {type(model.encoder).__name__} cannot stream")
         if getattr(model, "joint_network", None) is None:
             raise ValueError(f"{asr_train_config}: not a transducer model")
-        set_compute_knobs(model.encoder, gate_threshold, compute_budget)
+        set_compute_knobs(model.encoder, gate_threshold, compute_budget, frozen_units)
         if chunk_size is not None:  # meaningful for models trained with dynamic_chunk_training
             if chunk_size <= 0:
                 raise ValueError(f"chunk_size must be > 0 (encoder frames), got {chunk_size}")

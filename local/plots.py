@@ -7,7 +7,7 @@
 - ``pareto_<set>.png``: WER (95% bootstrap interval) against the encoder compute
   relative to the first model and against GFLOPs per second of audio, one point per model and
   decode-time threshold or budget (a budget-conditioned model's budgets are
-  one curve); models with a dense encoder (ratio 1) are the baselines and
+  one curve, its frozen-majority controls crosses beside it); models with a dense encoder (ratio 1) are the baselines and
   drawn as stars. ``--also SUMMARY`` adds the models of the roles ``--also_roles`` (default: the toolkit
   baselines; ``SUMMARY:ROLE,ROLE`` picks others) from a committed summary.json, e.g. one measured in another
   run on the same corpus and test sets: drawn at their own WER and GFLOPs, the legend naming the file (no
@@ -46,6 +46,8 @@ def point_labels(row: Dict, test_set: str):
         latency = row.get("latency_ms")
         source = f", {row['source']}" if row.get("source") else ""
         return name, f"{name} ({'latency unknown' if latency is None else f'{latency:.0f} ms'}{source})"
+    if is_frozen(row):  # the units frozen to their majority decisions at a budget (issue 13's static control)
+        return f"frozen b={row['compute_budget']:g}", None
     budget = re.search(r"_b([\d.]+)$", row["decode"])
     if budget:  # a budget-conditioned model at one of its budgets
         return f"b={float(budget.group(1)):g}", None
@@ -53,6 +55,11 @@ def point_labels(row: Dict, test_set: str):
         return "full context", None
     threshold = row.get("gate_threshold")  # a dense model decoded at a threshold has none of its own: its folder's
     return "@" + (f"{threshold:g}" if threshold is not None else row["decode"].rsplit("_th", 1)[-1]), None
+
+
+def is_frozen(row: Dict) -> bool:
+    """A decoding with its units frozen to their majority decisions (local/report.py's rows say so)."""
+    return bool(row.get("frozen", False))
 
 
 def summary_rows(summary: Dict, source: str, roles) -> List[Dict]:
@@ -133,14 +140,16 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                     if x is None:
                         continue
                     drawn = axis.errorbar(x, row["wer"], yerr=[[row["wer"] - low], [high - row["wer"]]],
-                                          fmt="*" if baseline else ("o" if own else "."), markersize=12 if baseline else 6,
+                                          fmt="*" if baseline else ("x" if is_frozen(row) else "o" if own else "."),
+                                          markersize=12 if baseline else 6,
                                           capsize=3, color=color, alpha=1.0 if own else 0.6,
                                           label=legend if axis is axes[1] else None)
                     color = drawn[0].get_color()
                     axis.annotate(label + (note if axis is axes[0] else ""), (x, row["wer"]), textcoords="offset points", xytext=(5, 4),
                                   fontsize=7 if own else 5, color=color)
-            if len(points) > 1:
-                axes[0].plot([relative_compute(r, reference_gflops)[0] for r in points], [r["wer"] for r in points], "-",
+            curve = [r for r in points if not is_frozen(r)]  # a frozen control is a point beside the curve
+            if len(curve) > 1:
+                axes[0].plot([relative_compute(r, reference_gflops)[0] for r in curve], [r["wer"] for r in curve], "-",
                              linewidth=0.8, alpha=0.6, color=color)
         if first_baseline is not None:
             limit = 1.03 * first_baseline["wer"]
@@ -165,7 +174,8 @@ def pareto(rows: List[Dict], out: pathlib.Path) -> List[pathlib.Path]:
                           title="model (algorithmic latency)", title_fontsize=7)
         else:
             axes[1].legend(title="model (algorithmic latency)", fontsize=7, title_fontsize=7)
-        figure.suptitle(f"{test_set}: WER against compute (stars: dense baselines; small dots: other thresholds)",
+        figure.suptitle(f"{test_set}: WER against compute (stars: dense baselines; small dots: other thresholds or "
+                        "budgets; x: units frozen to their majority)",
                         fontsize=10)
         figure.tight_layout(rect=(0, legend_height, 1, 1))
         path = out / f"pareto_{test_set}.png"

@@ -59,12 +59,14 @@ def streams_only_when_streamed(exp: pathlib.Path) -> bool:
 
 
 def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
-    """decode_<set>, decode_<set>_th<threshold> (one per decode-time gate threshold) and decode_<set>_b<budget>
-    (one per budget of a budget-conditioned model, by budget); decode_streaming_<set>* for streaming decoding. Offline, a model that is at its streaming latency only when
+    """decode_<set>, decode_<set>_th<threshold> (one per decode-time gate threshold), decode_<set>_b<budget>
+    (one per budget of a budget-conditioned model, by budget) and decode_<set>_frozen<budget> (that budget's
+    units frozen to their majority decisions, by budget); decode_streaming_<set>* for streaming decoding. Offline, a model that is at its streaming latency only when
     streamed (streams_only_when_streamed) comes with its streaming decode first: the row its summary reports."""
     prefix = f"decode_{test_set}" if mode == "offline" else f"decode_streaming_{test_set}"
     budgets = sorted(exp.glob(f"{prefix}_b*"), key=lambda d: float(d.name[len(prefix) + 2:]))
-    found = [d for d in [exp / prefix, *sorted(exp.glob(f"{prefix}_th*")), *budgets] if d.is_dir()]
+    frozen = sorted(exp.glob(f"{prefix}_frozen*"), key=lambda d: float(d.name[len(prefix) + 7:]))
+    found = [d for d in [exp / prefix, *sorted(exp.glob(f"{prefix}_th*")), *budgets, *frozen] if d.is_dir()]
     if mode == "offline" and streams_only_when_streamed(exp):
         streamed = exp / f"decode_streaming_{test_set}"
         if not streamed.is_dir():
@@ -77,7 +79,7 @@ def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
 
 
 def is_default_decoding(decode: pathlib.Path, test_set: str) -> bool:
-    """decode_<set> or decode_streaming_<set>, not a decode-time variant (decode_<set>_th<threshold>, _b<budget>)."""
+    """decode_<set> or decode_streaming_<set>, not a decode-time variant (_th<T>, _b<budget>, _frozen<budget>)."""
     return decode.name.endswith(test_set)
 
 
@@ -128,6 +130,7 @@ def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
                         "model": exp.name, "test_set": test_set, "parameters": parameters,
                         "decode": decode.name, "gate_threshold": summary.get("gate_threshold"),
                         "compute_budget": summary.get("compute_budget"),
+                        "frozen": summary.get("frozen_units") is not None,
                         "own": decode == own_decode,
                         # None: this decoding is not streamed (an asr_transducer model decoded offline)
                         "latency_ms": (None if full_context_offline and not decode.name.startswith("decode_streaming_")
@@ -333,7 +336,8 @@ def compare_at_equal_compute(summary, rows, resamples: int = 1000) -> None:
     """Paired bootstraps on the same utterances against the model of (about) the same whole-encoder compute:
     each gated decoding against the static control (``vs_static``), and each budget of a budget-conditioned
     model against the dedicated gated model (``vs_dedicated``): ``sets[<set>][key]`` of a dedicated model,
-    ``budgets[<b>][key][<set>]`` of a budget-conditioned one; each ``{"model": name, "compute_ratio_vs_reference",
+    ``budgets[<b>][key][<set>]`` of a budget-conditioned one, and each of its frozen controls against the dynamic
+    decoding at the same budget (``frozen[<b>]["vs_dynamic"][<set>]``); each ``{"model": name, "compute_ratio_vs_reference",
     "delta": WER(this) - WER(that), "low", "high", "relative", ...}`` (negative: this one is better). Compute is
     GFLOPs per audio second over the first model's (the reference dense model); none within
     ``EQUAL_COMPUTE``: no entry."""
@@ -364,9 +368,21 @@ def compare_at_equal_compute(summary, rows, resamples: int = 1000) -> None:
                 if row is not None and (compared := versus(row, "static")) is not None:
                     result["vs_static"] = compared
         elif model["role"] == "budget":
+            dynamic = {(r["compute_budget"], r["test_set"]): r for r in rows if r["model"] == model["model"]
+                       and r.get("compute_budget") is not None and not r.get("frozen")}
+            for row in rows:
+                entry = model.get("frozen", {}).get(f"{row['compute_budget']:g}") if (
+                    row["model"] == model["model"] and row.get("frozen") and row.get("compute_budget") is not None
+                ) else None
+                base = dynamic.get((row.get("compute_budget"), row["test_set"]))
+                if entry is not None and base is not None:
+                    paired = paired_bootstrap(read_per_utterance(base["per_utterance"]),
+                                              read_per_utterance(row["per_utterance"]), resamples)
+                    entry.setdefault("vs_dynamic", {})[row["test_set"]] = {"model": model["model"], **paired}
             for row in rows:
                 entry = model.get("budgets", {}).get(f"{row['compute_budget']:g}") if (
-                    row["model"] == model["model"] and row.get("compute_budget") is not None) else None
+                    row["model"] == model["model"] and row.get("compute_budget") is not None
+                    and not row.get("frozen")) else None
                 if entry is None:
                     continue
                 for role, key in (("static", "vs_static"), ("gated", "vs_dedicated")):
@@ -382,18 +398,25 @@ def search_gflops(summary) -> Optional[float]:
 
 def budget_results(rows, model: str) -> dict:
     """A budget-conditioned model's decodings per budget: {"budgets": {"0.35": {"compute_ratio_encoder": ...,
-    "wer": {set: [wer, low, high]}}, ...}} (the first test set's compute); {} for other models."""
-    budgets = {}
+    "wer": {set: [wer, low, high]}}, ...}} (the first test set's compute), and its frozen controls
+    (decode_<set>_frozen<b>) as {"frozen": {"0.35": {..., "unit_rates"}}}; {} for other models."""
+    results = {}
     for row in rows:
-        if row["model"] != model or row.get("compute_budget") is None or not re.search(r"_b[\d.]+$", row["decode"]):
+        if row["model"] != model or row.get("compute_budget") is None:
             continue
-        entry = budgets.setdefault(f"{row['compute_budget']:g}", {"compute_ratio_encoder": None, "wer": {}})
+        frozen = row.get("frozen", False)
+        if not frozen and not re.search(r"_b[\d.]+$", row["decode"]):
+            continue
+        entry = results.setdefault("frozen" if frozen else "budgets", {}).setdefault(
+            f"{row['compute_budget']:g}", {"compute_ratio_encoder": None, "wer": {}})
         if entry["compute_ratio_encoder"] is None:
             entry["compute_ratio_encoder"] = row["compute_ratio_encoder"]
         entry["wer"][row["test_set"]] = [row["wer"], row.get("wer_low"), row.get("wer_high")]
         if row.get("vs_baseline") is not None:  # the paired test against the first model
             entry.setdefault("vs_baseline", {})[row["test_set"]] = row["vs_baseline"]
-    return {"budgets": budgets} if budgets else {}
+        if frozen:
+            entry.setdefault("unit_rates", row["unit_rates"])
+    return results
 
 
 def format_summary(summary, test_sets) -> str:

@@ -83,3 +83,30 @@ def test_decoders_refuse_a_budget_outside_the_unit_interval(saved_model, tmp_pat
     with pytest.raises(ValueError, match="--compute_budget must be in"):
         Speech2TextStreaming(config, model, compute_budget=-0.5)
     assert Speech2TextStreaming(config, model, compute_budget=0.5).model.encoder.compute_budget == 0.5
+
+
+def test_frozen_units_from_takes_each_units_majority_and_names_what_is_wrong(tmp_path):
+    import json
+
+    import torch
+
+    from espnet_amortized.checks import frozen_units_from, set_compute_knobs
+    from tests.conftest import small_encoder
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"attention_rates": [0.5, 0.49, 1.0], "ffn_rates": [0.0, 0.51, 0.05],
+                                   "conv_rates": None}))
+    frozen = frozen_units_from(summary)
+    assert frozen == {"attention": [1, 0, 1], "ffn": [0, 1, 0]}
+    encoder = small_encoder()
+    set_compute_knobs(encoder, frozen_units=frozen)
+    assert encoder.frozen_units == frozen
+    with pytest.raises(FileNotFoundError, match="--frozen_units_from .*missing.json: missing"):
+        frozen_units_from(tmp_path / "missing.json")
+    summary.write_text(json.dumps({"compute_ratio_encoder": 1.0}))
+    with pytest.raises(ValueError, match="no attention_rates/ffn_rates \\(not a gated model's decoding\\)"):
+        frozen_units_from(summary)
+    with pytest.raises(ValueError, match="--frozen_units_from: frozen_units\\['ffn'\\] must be 3 values"):
+        set_compute_knobs(encoder, frozen_units={"attention": [1, 1, 1], "ffn": [1]})
+    with pytest.raises(ValueError, match="--frozen_units_from: the encoder Linear has no gates"):
+        set_compute_knobs(torch.nn.Linear(1, 1), frozen_units=frozen)

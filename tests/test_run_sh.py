@@ -127,6 +127,30 @@ def test_decoding_at_a_list_of_gate_thresholds(recipe):
     assert "| asr_amortized |" in results and "| 0.8 |" in results
 
 
+def test_a_budget_conditioned_model_decodes_at_its_budgets_and_frozen_to_its_majorities(recipe):
+    """Issue 13's static control: each unit frozen to its majority decision on the validation set at a budget."""
+    work, _ = recipe
+    # With the recipe's two models (trained and decoded already), so that stage 6's RESULTS.md still lists them.
+    config = ("--test_sets", "test_clean",
+              "--train_config", "conf/train_dense.yaml conf/train_amortized.yaml conf/tuning/train_amortized_budget.yaml")
+    log = _run(work, "--stage", "4", "--stop_stage", "5", *config, "--compute_budgets", "0.5 1.0")
+    assert "compute knob: b0.5" in log and "compute knob: f" not in log
+    log = _run(work, "--stage", "5", "--stop_stage", "6", *config, "--frozen_budgets", "0.5")  # its own knob
+    assert "compute knob: f0.5" in log and "compute knob: b" not in log and "compute knob: default" not in log
+    exp = work / "exp" / "asr_amortized_budget"
+    rates = json.loads((exp / "decode_dev_clean_b0.5" / "summary.json").read_text())  # held-out data, not test_clean
+    frozen = json.loads((exp / "decode_test_clean_frozen0.5" / "summary.json").read_text())
+    majority = {name: [int(rate >= 0.5) for rate in rates[f"{name}_rates"]] for name in ("attention", "ffn", "conv")}
+    assert frozen["frozen_units"] == majority and frozen["compute_budget"] == 0.5
+    assert {name: frozen[f"{name}_rates"] for name in majority} == majority  # every frame runs the frozen units
+    models = {m["name"]: m for m in json.loads((work / "exp" / "summary.json").read_text())["models"]}
+    assert sorted(models) == ["asr_amortized", "asr_amortized_budget", "asr_dense"]
+    model = models["asr_amortized_budget"]
+    assert model["role"] == "budget" and sorted(model["budgets"]) == ["0.5", "1"] and sorted(model["frozen"]) == ["0.5"]
+    assert model["frozen"]["0.5"]["vs_dynamic"]["test_clean"]["low"] <= model["frozen"]["0.5"]["vs_dynamic"]["test_clean"]["high"]
+    assert "| decode_test_clean_frozen0.5 |" in (work / "exp" / "RESULTS.md").read_text()
+
+
 def test_streaming_decoding_stage_uses_the_streaming_decode_config(recipe):
     import json
 

@@ -35,7 +35,7 @@ import yaml
 
 from espnet_amortized import register
 from espnet_amortized._espnet import speech2text_class
-from espnet_amortized.checks import load_asr_model, set_compute_knobs
+from espnet_amortized.checks import frozen_units_from, load_asr_model, set_compute_knobs
 from espnet_amortized.compute import SearchMacCounter, count_macs, summarize_records
 from espnet_amortized.encoder import GateInfo
 
@@ -205,7 +205,8 @@ def decode(args) -> Dict:
         )
     model = speech2text.asr_model
     encoder = model.encoder
-    set_compute_knobs(encoder, args.gate_threshold, args.compute_budget)
+    frozen = None if args.frozen_units_from is None else frozen_units_from(args.frozen_units_from)
+    set_compute_knobs(encoder, args.gate_threshold, args.compute_budget, frozen)
     out = args.output_dir / "1best_recog"
     out.mkdir(parents=True, exist_ok=True)
     texts, tokens, scores, records = [], [], [], []
@@ -244,6 +245,8 @@ def decode(args) -> Dict:
     summary = summarize(records)
     summary["gate_threshold"] = encoder.gate_threshold if getattr(encoder, "gated", False) else None
     summary["compute_budget"] = encoder.compute_budget if getattr(encoder, "budget_conditioning", False) else None
+    summary["frozen_units"] = frozen
+    summary["frozen_units_from"] = None if args.frozen_units_from is None else str(args.frozen_units_from)
     summary["encoder"] = type(encoder).__name__
     summary["resampled_utterances"] = changes.count("resampled")
     summary["downmixed_utterances"] = changes.count("downmixed")
@@ -278,13 +281,21 @@ def decode_parser(description: str, data_help: str, config_help: str) -> argpars
     return parser
 
 
+def add_compute_knobs(parser: argparse.ArgumentParser) -> None:
+    """The decode-time compute options of a gated encoder (``checks.set_compute_knobs``)."""
+    parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
+    parser.add_argument("--compute_budget", type=float,
+                        help="whole-encoder compute budget in [0, 1] (a budget-conditioned encoder)")
+    parser.add_argument("--frozen_units_from", type=pathlib.Path,
+                        help="a gated decoding's summary.json (held-out data): every unit frozen to its majority "
+                             "decision there, on every frame (issue 13's static control; overrides the other knobs)")
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = decode_parser(__doc__, "data dir with feats.scp or wav.scp",
                            "decode YAML: search (beam | greedy | espnet), beam_size, max_symbols_per_frame, "
                            "length_bonus, transducer_conf (score_norm; espnet: ESPnet's options)")
-    parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
-    parser.add_argument("--compute_budget", type=float,
-                        help="whole-encoder compute budget in [0, 1] (a budget-conditioned encoder)")
+    add_compute_knobs(parser)
     parser.add_argument("--save_gates", type=int, default=3, help="save the unit decisions of this many utterances")
     return parser
 

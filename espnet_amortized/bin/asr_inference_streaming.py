@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import yaml
 
-from espnet_amortized.bin.asr_decode import decode_parser
+from espnet_amortized.bin.asr_decode import add_compute_knobs, decode_parser
+from espnet_amortized.checks import frozen_units_from
 from espnet_amortized.compute import summarize_records
 from espnet_amortized.streaming import SAMPLE_RATE, Speech2TextStreaming, load_audio
 
@@ -38,9 +39,11 @@ def decode(args) -> dict:
     beam_size = args.beam_size if args.beam_size is not None else options.get("beam_size", 1)
     score_norm = bool((options.get("transducer_conf") or {}).get("score_norm", False))
     length_bonus = args.length_bonus if args.length_bonus is not None else float(options.get("length_bonus", 0.0))
+    frozen = None if args.frozen_units_from is None else frozen_units_from(args.frozen_units_from)
     s2t = Speech2TextStreaming(
         args.asr_train_config, args.asr_model_file, gate_threshold=args.gate_threshold, chunk_size=args.chunk_size,
         compute_budget=args.compute_budget,
+        frozen_units=frozen,
         beam_size=beam_size,
         max_symbols_per_frame=args.max_symbols_per_frame, score_norm=score_norm, length_bonus=length_bonus,
     )
@@ -91,6 +94,8 @@ def decode(args) -> dict:
         "algorithmic_latency_ms": encoder.chunk_size * encoder.embed.stride * 10.0,
         "gate_threshold": encoder.gate_threshold if getattr(encoder, "gated", False) else None,
         "compute_budget": encoder.compute_budget if getattr(encoder, "budget_conditioning", False) else None,
+        "frozen_units": frozen,
+        "frozen_units_from": None if args.frozen_units_from is None else str(args.frozen_units_from),
         "beam_size": beam_size,
         "length_bonus": length_bonus,
         # Utterances read with a change (other sample rate, several channels); data prep's notes.txt lists them.
@@ -113,9 +118,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="reward per emitted label (insertion reward) in the search's scores; overrides the "
                              "decode YAML (default there: 0.0)")
     parser.add_argument("--piece_ms", type=float, default=160.0, help="audio fed per call")
-    parser.add_argument("--gate_threshold", type=float, help="override the encoder's gate_threshold")
-    parser.add_argument("--compute_budget", type=float,
-                        help="whole-encoder compute budget in [0, 1] (a budget-conditioned encoder)")
+    add_compute_knobs(parser)
     parser.add_argument("--chunk_size", type=int,
                         help="override the encoder's chunk (encoder frames; for models trained with dynamic chunks)")
     return parser

@@ -315,6 +315,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
         self.budget_order = budget_order
         self.budget_noise = budget_noise
         self.compute_budget = compute_budget
+        self.frozen_units = None  # a decode-time knob only (set_compute_knobs): validation runs in eval mode too
         self.gate_threshold = gate_threshold
         self.gate_logit_bound = gate_logit_bound
         self.gate_logit_bound_gradient = gate_logit_bound_gradient
@@ -399,6 +400,47 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 )
             value = float(value)
         self._compute_budget = value
+
+    @property
+    def frozen_units(self) -> Optional[Dict[str, List[int]]]:
+        if self._frozen_units is None:
+            return None
+        return {name: [int(v) for v in self._frozen_units[:, unit]] for unit, name in enumerate(self.unit_names)}
+
+    @frozen_units.setter
+    def frozen_units(self, value: Optional[Dict[str, List[int]]]) -> None:
+        """The decode-time static decisions: None, or ``{"attention": [...], "ffn": [...]}`` (and ``"conv"`` with
+        ``gate_conv``), one 0/1 per layer. At inference every unit then runs on every frame where 1 and on none
+        where 0, whatever the arbitrator decides; the arbitrator's MACs are still counted (about 0.013 of the
+        dense encoder). The static control of issue 13: a gated model frozen to each unit's majority decision
+        (``asr_decode --frozen_units_from``). Ignored in training."""
+        if value is None:
+            self._frozen_units = None
+            return
+        if not self.gated:
+            raise ValueError("frozen_units: this encoder has no gates (gate_unit: none)")
+        names = self.unit_names
+        if not isinstance(value, dict) or sorted(value) != sorted(names):
+            got = sorted(value) if isinstance(value, dict) else type(value).__name__
+            raise ValueError(f"frozen_units must map each of {', '.join(names)} to one 0/1 per layer; got {got}")
+        for name in names:
+            decisions = list(value[name])
+            if len(decisions) != self.num_blocks or any(v not in (0, 1) for v in decisions):
+                raise ValueError(
+                    f"frozen_units[{name!r}] must be {self.num_blocks} values of 0 or 1 (one per layer), got {value[name]}"
+                )
+        self._frozen_units = torch.tensor([[float(value[name][layer]) for name in names] for layer in range(self.num_blocks)])
+
+    @property
+    def unit_names(self) -> Tuple[str, ...]:
+        """The units of a layer in the gate tensors' last dimension."""
+        return ("attention", "ffn", "conv")[: self.units_per_layer]
+
+    def _frozen_gates(self, batch: int, length: int, device) -> Optional[torch.Tensor]:
+        """(B, T, num_blocks, U) decisions of ``frozen_units`` at inference, else None."""
+        if self._frozen_units is None or self.training:
+            return None
+        return self._frozen_units.to(device)[None, None].expand(batch, length, -1, -1)
 
     def _budgets(self, batch: int, device) -> Optional[torch.Tensor]:
         """(B,) budgets: drawn per utterance in training, ``compute_budget`` (or 1) at inference; None unconditioned."""
@@ -699,6 +741,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         chunk = self._training_chunk_size()
         allowed = chunk_attention_mask(x.size(1), chunk, self.left_chunks, x.device)
         position = torch.arange(x.size(1), device=x.device)
+        if forced_gates is None:
+            forced_gates = self._frozen_gates(x.size(0), x.size(1), x.device)
         if budgets is None:
             budgets = self._budgets(x.size(0), x.device)
         elif not self.budget_conditioning:
@@ -779,6 +823,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         forced = state["forced_gates"]
         if forced is not None:
             forced = forced[:, start : start + length]
+        else:
+            forced = self._frozen_gates(batch, length, x.device)
         if batch == 1:
             x, gates = self._process_chunk_single(x, state, forced)
         else:

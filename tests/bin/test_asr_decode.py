@@ -87,3 +87,22 @@ def test_summary_times_the_encoder_only_where_every_record_does():
     assert summary["rtf"] == pytest.approx(0.1) and summary["encoder_rtf"] == pytest.approx(0.025)
     untimed = [{key: value for key, value in record.items() if key != "encoder_seconds"} for record in timed]
     assert summarize(untimed)["encoder_rtf"] is None and summarize(timed[:1] + untimed)["encoder_rtf"] is None
+
+
+def test_frozen_units_from_a_decoding_run_each_units_majority_on_every_frame(saved_model, tmp_path):
+    from espnet_amortized.bin import asr_inference_streaming
+
+    data = _wav_dir(tmp_path, count=2)
+    config, model = saved_model
+    common = ["--asr_train_config", str(config), "--asr_model_file", str(model), "--data", str(data)]
+    gated = asr_decode.main(common + ["--output_dir", str(tmp_path / "gated")])
+    assert any(0 < rate < 1 for rate in gated["attention_rates"] + gated["ffn_rates"])  # the test needs dynamic units
+    frozen = asr_decode.main(common + ["--output_dir", str(tmp_path / "frozen"),
+                                      "--frozen_units_from", str(tmp_path / "gated" / "summary.json")])
+    majority = {name: [int(rate >= 0.5) for rate in gated[f"{name}_rates"]] for name in ("attention", "ffn")}
+    assert frozen["frozen_units"] == majority and frozen["frozen_units_from"] == str(tmp_path / "gated" / "summary.json")
+    assert frozen["attention_rates"] == majority["attention"] and frozen["ffn_rates"] == majority["ffn"]
+    assert gated["frozen_units"] is None
+    streamed = asr_inference_streaming.main(common + ["--output_dir", str(tmp_path / "streamed"),
+                                                      "--frozen_units_from", str(tmp_path / "gated" / "summary.json")])
+    assert streamed["frozen_units"] == majority and streamed["attention_rates"] == majority["attention"]

@@ -653,3 +653,49 @@ def test_gate_warmup_runs_every_unit_in_training_until_its_last_update():
     assert 0.1 < float(info.gates[info.valid].mean()) < 0.9  # inference never warms up
     with pytest.raises(ValueError, match="gate_warmup_steps must be >= 0"):
         small_encoder(gate_warmup_steps=-1)
+
+
+FROZEN = {"attention": [1, 0, 0], "ffn": [0, 1, 1], "conv": [1, 1, 0]}
+
+
+@pytest.mark.parametrize("arbitrator,gate_conv", [("global", True), ("global", False), ("local", False)])
+def test_frozen_units_run_their_static_decisions_offline_and_streaming(arbitrator, gate_conv):
+    torch.manual_seed(0)
+    options = dict(conv_kernel_size=3, gate_conv=True) if gate_conv else {}
+    encoder = randomize_arbitration(small_encoder(arbitrator=arbitrator, **options)).eval()
+    frozen = {name: FROZEN[name] for name in encoder.unit_names}
+    encoder.frozen_units = frozen
+    assert encoder.frozen_units == frozen
+    x, lengths = _batch()
+    with torch.no_grad():
+        out, _, info = encoder(x, lengths)
+        valid = _valid(encoder, lengths, out.size(1))
+        static = torch.tensor([frozen[name] for name in encoder.unit_names], dtype=torch.float).T  # (layers, units)
+        assert torch.equal(info.gates[valid], static.expand(int(valid.sum()), -1, -1))
+        assert torch.equal(info.gates[~valid], torch.zeros_like(info.gates[~valid]))
+        encoder.frozen_units = None
+        forced, _, _ = encoder(x, lengths, forced_gates=static.expand(3, out.size(1), -1, -1))
+        assert torch.allclose(out[valid], forced[valid], atol=1e-6)
+        encoder.frozen_units = frozen
+    for batch in (1, 2):  # the single-utterance streaming path and the general one
+        streamed, full = _streamed_and_full(encoder, x[:batch, :96])
+        assert torch.allclose(streamed, full, atol=1e-5)
+
+
+def test_frozen_units_are_ignored_in_training_and_checked_when_set():
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder())
+    encoder.frozen_units = {"attention": [0, 0, 0], "ffn": [0, 0, 0]}
+    x, lengths = _batch()
+    assert float(encoder.train()(x, lengths)[2].gates.detach().sum()) > 0  # the arbitrator's sampled decisions
+    assert float(encoder.eval()(x, lengths)[2].gates.sum()) == 0
+    for bad, message in (
+        ({"attention": [0, 0, 0]}, "frozen_units must map each of attention, ffn to one 0/1 per layer; got \\['attention'\\]"),
+        ({"attention": [0, 0], "ffn": [0, 0, 0]}, "frozen_units\\['attention'\\] must be 3 values of 0 or 1"),
+        ({"attention": [0, 0.5, 1], "ffn": [0, 0, 0]}, "frozen_units\\['attention'\\] must be 3 values of 0 or 1"),
+        ([[0, 0, 0], [0, 0, 0]], "frozen_units must map each of attention, ffn .* got list"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            encoder.frozen_units = bad
+    with pytest.raises(ValueError, match="frozen_units: this encoder has no gates"):
+        small_encoder(gate_unit="none").frozen_units = {"attention": [1, 1, 1], "ffn": [1, 1, 1]}

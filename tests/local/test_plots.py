@@ -43,6 +43,9 @@ def test_scoring_stage_plots(tmp_path):
     for row in list(rows):
         rows.append({**row, "decode": "decode_test_clean_th0.7", "wer": row["wer"] + 1,
                      "gate_threshold": None if row["gate_threshold"] is None else 0.7})
+    # the gated model frozen to its units' majorities: a point beside its curve
+    rows.append({**rows[1], "decode": "decode_test_clean_frozen0.4", "wer": 31.0, "compute_ratio_layers": 0.35,
+                 "frozen": True, "compute_budget": 0.4})
     results = tmp_path / "RESULTS.json"
     results.write_text(json.dumps(rows))
     out = tmp_path / "plots"
@@ -105,6 +108,8 @@ def test_pareto_legend_names_each_model_with_its_latency():
     assert point_labels(old, "test_clean") == ("@0.3", None)
     budget = {"model": "asr_budget", "decode": "decode_test_clean_b0.35", "own": False, "compute_budget": 0.35}
     assert point_labels(budget, "test_clean") == ("b=0.35", None)
+    frozen = {**budget, "decode": "decode_test_clean_frozen0.35", "frozen": True}
+    assert point_labels(frozen, "test_clean") == ("frozen b=0.35", None)
 
 
 def test_the_left_pareto_panel_places_each_model_at_its_compute_relative_to_the_first():

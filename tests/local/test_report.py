@@ -237,7 +237,7 @@ def test_committed_summary_follows_the_schema_and_the_documents_cite_it(name):
                 cited = citation.format(wer=wer, low=low, high=high)
                 assert cited in results, (model["name"], test_set, cited)
             assert f"{wer:.1f}%" in readme, (model["name"], test_set)
-        for budget, entry in model.get("budgets", {}).items():  # a budget-conditioned model: every budget
+        for budget, entry in [*model.get("budgets", {}).items(), *model.get("frozen", {}).items()]:  # every budget
             for test_set, (wer, low, high) in entry["wer"].items():
                 assert low <= wer <= high, (model["name"], budget, test_set)
                 for citation in citations:
@@ -338,9 +338,14 @@ def test_decodings_are_paired_with_the_static_control_and_the_dedicated_model_of
         "asr_gated": (gated + "model_conf:\n    compute_regularizer: budget\n    compute_target: 0.6\n",
                       [("", None, 0.6, 2)]),
         "asr_budget": (gated + "    budget_conditioning: true\nmodel_conf:\n    compute_regularizer: budget\n",
-                       [("_b1.0", 1.0, 1.01, 1), ("_b0.6", 0.6, 0.62, 6)]),
+                       [("_b1.0", 1.0, 1.01, 1), ("_b0.6", 0.6, 0.62, 6), ("_frozen0.6", 0.6, 0.58, 8)]),
     })
+    frozen = exps[3] / "decode_test_clean_frozen0.6" / "summary.json"  # the budget's units frozen to their majority
+    frozen.write_text(json.dumps({**json.loads(frozen.read_text()), "frozen_units": {"attention": [1], "ffn": [0]},
+                                  "attention_rates": [1.0], "ffn_rates": [0.0]}))
     rows = gather(dump, ["test_clean"], exps)
+    assert [(r["decode"], r["frozen"]) for r in rows if r["model"] == "asr_budget"] == [
+        ("decode_test_clean_b0.6", False), ("decode_test_clean_b1.0", False), ("decode_test_clean_frozen0.6", True)]
     add_statistics(rows, resamples=100)
     summary = summarize(rows, exps, ["test_clean"])
     compare_at_equal_compute(summary, rows, resamples=100)
@@ -353,3 +358,8 @@ def test_decodings_are_paired_with_the_static_control_and_the_dedicated_model_of
     assert at_06["vs_dedicated"]["test_clean"]["model"] == "asr_gated" and at_06["vs_dedicated"]["test_clean"]["delta"] == 10.0
     assert at_06["vs_baseline"]["test_clean"]["delta"] == 12.5  # 6 wrong words against the dense model's 1, of 40
     assert "vs_static" not in budget["budgets"]["1"] and "vs_dedicated" not in budget["budgets"]["1"]  # none near 1
+    assert sorted(budget["budgets"]) == ["0.6", "1"] and budget["decoding"] == "decode_<set>_b1.0"
+    control = budget["frozen"]["0.6"]  # against the same model's dynamic decisions at 0.6, the same utterances
+    assert control["compute_ratio_encoder"] == 0.58 and control["wer"]["test_clean"][0] == 20.0
+    assert control["unit_rates"] == {"attention": [1.0], "ffn": [0.0]}
+    assert control["vs_dynamic"]["test_clean"]["delta"] == 5.0 and "vs_static" not in control
