@@ -240,7 +240,10 @@ def describe_model(exp: pathlib.Path):
         description["role"] = "gated" if gated else "dense"
         model_conf = conf.get("model_conf") or {}
         if gated and encoder_conf.get("budget_conditioning", False):
-            description["role"] = "budget"
+            if encoder_conf.get("budget_min_fraction", 0.0) >= 1.0:  # trained at budget_min alone: a dedicated model
+                description["target_budget"] = encoder_conf.get("budget_min", 0.25)
+            else:
+                description["role"] = "budget"
         elif gated and model_conf.get("compute_regularizer") == "budget":
             description["target_budget"] = model_conf.get("compute_target", 0.4)  # a dedicated model's budget
         chunk_frames = encoder_conf.get("chunk_size", 16) * embed.stride

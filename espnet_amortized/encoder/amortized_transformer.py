@@ -120,7 +120,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
         budget_min_fraction: the share of training utterances at b = budget_min
             (with ``budget_full_fraction``, the "sandwich rule" of slimmable
             networks: every batch trains the largest and the smallest model,
-            so the low end is not left to the few uniform draws near it).
+            so the low end is not left to the few uniform draws near it). 1 (with
+            ``budget_full_fraction`` 0): every utterance at ``budget_min``, a
+            dedicated model trained by the budget model's allocation (decode it
+            with ``compute_budget`` = ``budget_min``; the report's ``target_budget``).
         compute_budget: None, or the inference budget b in [0, 1]: the whole
             encoder's executed / dense MACs. Then each chunk runs the units of
             highest logit (over its frames, layers and units) while their MACs

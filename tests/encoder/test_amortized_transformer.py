@@ -407,6 +407,17 @@ def test_budget_min_fraction_trains_the_smallest_budget_in_every_batch():
     assert float(rest.min()) > 0.3 and float(rest.max()) < 1.0 and 0.55 < float(rest.mean()) < 0.75
 
 
+def test_budget_min_fraction_one_trains_every_utterance_at_budget_min():
+    """A dedicated model trained by the budget model's allocation: one budget, drawn for every utterance."""
+    torch.manual_seed(0)
+    encoder = small_encoder(budget_conditioning=True, budget_training="allocate", budget_min=0.6,
+                            budget_full_fraction=0.0, budget_min_fraction=1.0, compute_budget=0.6).train()
+    x, lengths = torch.randn(64, 40, 80), torch.full((64,), 40)
+    assert encoder(x, lengths)[2].budgets.tolist() == pytest.approx([0.6] * 64)
+    encoder.eval()  # decoded at its one budget (its configured compute_budget)
+    assert encoder(x[:2], lengths[:2])[2].budgets.tolist() == pytest.approx([0.6, 0.6])
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_budget_conditioned_encoder_streams_exactly_at_each_budget(batch):
     torch.manual_seed(0)

@@ -297,11 +297,16 @@ def test_a_budget_conditioned_model_reports_every_budget_and_a_dedicated_one_its
                        [("_b1.0", 1.0, 1.01, 0), ("_b0.35", 0.35, 0.36, 3), ("_b0.5", 0.5, 0.49, 2)]),
         "asr_b035": (gated + "model_conf:\n    compute_regularizer: budget\n    compute_target: 0.35\n",
                      [("", None, 0.35, 2)]),
+        # The budget model's allocation trained at one budget: a dedicated model too.
+        "asr_allocate060": (gated + "    budget_conditioning: true\n    budget_min: 0.6\n    budget_full_fraction: 0.0\n"
+                            "    budget_min_fraction: 1.0\n    compute_budget: 0.6\nmodel_conf:\n"
+                            "    compute_regularizer: budget\n", [("", 0.6, 0.6, 1)]),
     }, extra={"attention_rates": [0.0, 0.5], "ffn_rates": [1.0, 0.3], "dynamic_saving_share": 0.4})
     rows = gather(dump, ["test_clean"], exps)
     assert [r["decode"] for r in rows[:3]] == ["decode_test_clean_b0.35", "decode_test_clean_b0.5", "decode_test_clean_b1.0"]
     add_statistics(rows, resamples=100)
-    budget, dedicated = summarize(rows, exps, ["test_clean"])
+    budget, dedicated, allocated = summarize(rows, exps, ["test_clean"])
+    assert allocated["role"] == "gated" and allocated["target_budget"] == 0.6 and "budgets" not in allocated
     assert budget["role"] == "budget" and budget["decoding"] == "decode_<set>_b1.0"  # its full budget is its row
     assert sorted(budget["budgets"]) == ["0.35", "0.5", "1"]
     assert budget["budgets"]["0.35"]["compute_ratio_encoder"] == 0.36
