@@ -166,7 +166,10 @@ class AmortizedTransformerEncoder(AbsEncoder):
         gate_logit_bound_gradient: ``inward`` (above) or ``identity``: the
             plain straight-through gradient, outward too (the raw logits can
             run far past the bound; the bench's dedicated models learned only
-            with it, RESULTS.md issue 13, third round).
+            with it, RESULTS.md issue 13, third round). Over 7,500 updates the
+            arbitrator's weights grow with them until its gradient is nearly
+            all of the norm that ``grad_clip`` clips, which starves every other
+            module's step (``bin/gradient_norms``; RESULTS.md, 7,500 updates).
         gate_warmup_steps: optimizer updates during which every unit runs in
             training (gates 1, no gradient to the arbitrator), so that units learn
             before they can be skipped: with sampled gates from the first update,
