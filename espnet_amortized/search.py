@@ -11,6 +11,10 @@ one the ``asr`` task builds): ``lin_out(act(lin_enc(enc) + lin_dec(dec)))``.
 Its two input projections are computed once, each encoder frame once per frame
 and each decoder output once per hypothesis, and the joint is then called with
 ``no_projection=True``, instead of projecting both again for every candidate.
+The beam search runs the prediction network once per label sequence: its
+projected output and state for each expansion of the beam are cached in the
+search state (``BeamState.decoded``) and reused when a later frame proposes
+the same expansion again.
 
 ``length_bonus`` (an insertion reward) adds a constant per emitted label to the
 scores that choose among hypotheses: ``log P + length_bonus * len(tokens)``.
@@ -18,7 +22,7 @@ scores that choose among hypotheses: ``log P + length_bonus * len(tokens)``.
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -121,6 +125,10 @@ def ranking_score(hyp: BeamHypothesis, length_bonus: float = 0.0) -> float:
 class BeamState:
     hyps: List[BeamHypothesis]
     frames: int = 0
+    # The prediction network per label sequence, (lin_dec output, decoder state): the expansions of the beam's
+    # hypotheses computed so far. A frame mostly proposes the expansions the previous one did; they are not
+    # computed again. Pruned after each frame to the extensions of the hypotheses left in the beam.
+    decoded: Dict[Tuple[int, ...], Tuple[torch.Tensor, Tuple]] = field(default_factory=dict)
 
     def best(self, score_norm: bool = False, length_bonus: float = 0.0) -> BeamHypothesis:
         """Highest ranking score (per token + 1, as ESPnet's ``score_norm``, if asked)."""
@@ -184,6 +192,29 @@ class BeamTransducerSearch:
             high, low = max(old.score, score), min(old.score, score)
             old.score = high + math.log1p(math.exp(low - high))
 
+    @staticmethod
+    def _reachable(decoded: Dict, hyps: List[BeamHypothesis]) -> Dict:
+        """The cached sequences that a later frame can still propose: those that extend a hypothesis in the beam
+        (every later hypothesis extends one of them, and a proposal adds a label to a hypothesis)."""
+        beam = {h.tokens for h in hyps}
+        lengths = {len(tokens) for tokens in beam}
+        return {tokens: out for tokens, out in decoded.items()
+                if any(len(tokens) > length and tokens[:length] in beam for length in lengths)}
+
+    def _decode(self, sequences: List[Tuple[int, ...]], parents: List[BeamHypothesis], decoded: Dict) -> None:
+        """The prediction network for each label sequence not in ``decoded`` yet, batched: its last label on its
+        parent's state."""
+        missing = {}
+        for sequence, parent in zip(sequences, parents):
+            if sequence not in decoded:
+                missing.setdefault(sequence, parent)
+        if not missing:
+            return
+        projections, states = self._advance([sequence[-1] for sequence in missing],
+                                            self._stack_states([parent.decoder_state for parent in missing.values()]))
+        for n, sequence in enumerate(missing):
+            decoded[sequence] = (projections[n], self._select_state(states, n))
+
     @torch.no_grad()
     def init_state(self) -> BeamState:
         projection, state = self._advance([self.blank_id], self.decoder.init_state(1))
@@ -223,13 +254,15 @@ class BeamTransducerSearch:
                 parents = [active[i // vocab] for i in chosen]
                 labels = [i % vocab for i in chosen]
                 chosen_scores = scores.view(-1)[chosen].tolist()
-                projections, states = self._advance(labels, self._stack_states([p.decoder_state for p in parents]))
+                self._decode([parent.tokens + (label,) for parent, label in zip(parents, labels)], parents,
+                             state.decoded)
                 active = [
-                    BeamHypothesis(parent.tokens + (label,), score, projections[n], self._select_state(states, n))
-                    for n, (score, parent, label) in enumerate(zip(chosen_scores, parents, labels))
+                    BeamHypothesis(parent.tokens + (label,), score, *state.decoded[parent.tokens + (label,)])
+                    for score, parent, label in zip(chosen_scores, parents, labels)
                 ]
             state.hyps = sorted(ended.values(), key=lambda h: ranking_score(h, self.length_bonus), reverse=True)
             state.hyps = state.hyps[: self.beam_size]
+            state.decoded = self._reachable(state.decoded, state.hyps)
             state.frames += 1
         return state
 

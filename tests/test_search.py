@@ -216,3 +216,35 @@ def test_beam_options_are_checked(model):
     for search in (BeamTransducerSearch, GreedyTransducerSearch):
         with pytest.raises(ValueError, match="length_bonus"):
             search(model.decoder, model.joint_network, 0, length_bonus=float("nan"))
+
+
+def test_beam_runs_the_prediction_network_once_per_label_sequence(model, monkeypatch):
+    """Later frames propose the expansions earlier ones did; the cache in the state computes each only once
+    (a row is the decoder's input label and state: the same row twice is the same label sequence again)."""
+    search = BeamTransducerSearch(model.decoder, model.joint_network, model.blank_id, beam_size=4,
+                                  max_symbols_per_frame=3)
+    rows = []
+    rnn_forward = model.decoder.rnn_forward
+
+    def counted(embedded, states):
+        for n in range(embedded.size(0)):
+            rows.append((embedded[n].numpy().tobytes(), states[0][:, n].numpy().tobytes()))
+        return rnn_forward(embedded, states)
+
+    monkeypatch.setattr(model.decoder, "rnn_forward", counted)
+    frames = torch.randn(30, 32, generator=torch.Generator().manual_seed(0)) * 3
+    state = search.init_state()
+    for frame in frames:
+        search.step(state, frame.unsqueeze(0))
+        beam = {h.tokens for h in state.hyps}
+        assert state.decoded and all(any(tokens[:n] in beam for n in range(len(tokens)))  # extensions of the beam
+                                     for tokens in state.decoded)
+    assert len(rows) == len(set(rows))
+    cached = len(rows)
+    rows.clear()
+    uncached = search.init_state()
+    for frame in frames:  # the same search with the cache emptied before every frame recomputes rows
+        uncached.decoded = {}
+        search.step(uncached, frame.unsqueeze(0))
+    assert len(rows) > len(set(rows)) and len(rows) > cached
+    assert [h.tokens for h in uncached.hyps] == [h.tokens for h in state.hyps]
