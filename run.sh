@@ -45,6 +45,9 @@ gate_thresholds=""            # decode-time gate thresholds, e.g. "0.3 0.5 0.7" 
 compute_budgets=""            # decode-time whole-encoder budgets of budget-conditioned models, e.g. "0.25 0.35 0.5 0.7 1.0"
 frozen_budgets=""             # budgets at which a budget-conditioned model is also decoded with every unit frozen to its
                               #   majority decision on valid_set at that budget (issue 13's static control), e.g. "0.35 0.6"
+inference_model=valid.loss.ave.pth  # the checkpoint stages 5 and 6 decode and report, as asr.sh's --inference_asr_model;
+                              #   another one (e.g. valid.loss.best.pth) decodes into exp/asr_*/decode_model_<name>/ and
+                              #   reports as exp/RESULTS_model_<name>.md, beside the default's
 plot_also=""                  # stage 6: committed summary.json files drawn in the Pareto plots too, e.g.
                               #   "egs/sweep/results/summary_toolkit_u2250.json" (its toolkit baselines) or FILE:ROLE,ROLE
 nbpe=128
@@ -55,7 +58,7 @@ expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets frozen_budgets plot_also nbpe train_args train_jobs datadir expdir dumpdir"
+  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets frozen_budgets inference_model plot_also nbpe train_args train_jobs datadir expdir dumpdir"
 invocation="$0 $*"  # before the options are consumed: exp/run.sh.cmd and summary.json record it
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -96,6 +99,9 @@ if [ -z "${decode_config}" ]; then
   [ "${decode_mode}" = streaming ] && decode_config=${repo}/conf/decode_streaming.yaml
 fi
 run_stage() { [ "${stage}" -le "$1" ] && [ "${stop_stage}" -ge "$1" ]; }
+# Decodings of a checkpoint other than the default go to their own folder (local/report.py inference_model_tag).
+inference_tag=""
+if [ "${inference_model}" != valid.loss.ave.pth ]; then inference_tag=_model_${inference_model//\//_}; inference_tag=${inference_tag%.pth}; fi
 # shellcheck disable=SC2086  # a list of factors, normalised to single spaces
 speed_perturb_factors=$(echo ${speed_perturb_factors})
 if [ -n "${speed_perturb_factors}" ] && run_stage 1; then
@@ -245,9 +251,15 @@ if run_stage 4; then
 fi
 
 if run_stage 5; then
+  for config in "${configs[@]}"; do  # every checkpoint before the first decoding starts
+    model_file="${expdir}/asr_$(model_tag "${config}")/${inference_model}"
+    [ -f "${model_file}" ] || { echo "$0: --inference_model ${inference_model}: no ${model_file} (stage 4 trains it)" >&2; exit 1; }
+  done
   pids=()
   for config in "${configs[@]}"; do
     exp="${expdir}/asr_$(model_tag "${config}")"
+    model_file="${exp}/${inference_model}"
+    root="${exp}"; [ -n "${inference_tag}" ] && root="${exp}/decode${inference_tag}"
     task=$(python "${repo}/local/config_task.py" "${config}")
     # An asr_transducer model is at its streaming latency only when streamed (offline, its encoder sees the whole
     # utterance): offline mode decodes it both ways, and the report takes the streaming one.
@@ -265,12 +277,12 @@ if run_stage 5; then
       for budget in ${frozen_budgets}; do
         case " ${knobs} " in *" b${budget} "*) ;; *) knobs="${knobs} b${budget}" ;; esac  # what the control is paired with
         knobs="${knobs} f${budget}"
-        rates="${exp}/decode_${valid_set}_b${budget}"  # each unit's majority on held-out data, not on the test sets
+        rates="${root}/decode_${valid_set}_b${budget}"  # each unit's majority on held-out data, not on the test sets
         [ -f "${rates}/.done" ] && continue
         log "stage 5: decoding ${valid_set} with ${exp} at budget ${budget} (the frozen control's majorities)"
         ${decode_cmd} --num_threads 1 "${rates}/decode.log" python -m espnet_amortized.bin.asr_decode \
           --data "${dumpdir}/fbank/${valid_set}" --config "${rates_config}" --asr_train_config "${exp}/config.yaml" \
-          --asr_model_file "${exp}/valid.loss.ave.pth" --output_dir "${rates}" --compute_budget "${budget}" \
+          --asr_model_file "${model_file}" --output_dir "${rates}" --compute_budget "${budget}" \
           || { log "stage 5: decoding ${valid_set} failed: see ${rates}/decode.log"; exit 1; }
         touch "${rates}/.done"
       done
@@ -278,13 +290,13 @@ if run_stage 5; then
     for mode in ${modes}; do
       for set in ${test_sets}; do
         for knob in ${knobs:-default}; do
-          out="${exp}/decode_${set}"; threshold_args=()
-          [ "${mode}" = streaming ] && out="${exp}/decode_streaming_${set}"
+          out="${root}/decode_${set}"; threshold_args=()
+          [ "${mode}" = streaming ] && out="${root}/decode_streaming_${set}"
           case "${knob}" in
             th*) out="${out}_${knob}"; threshold_args=(--gate_threshold "${knob#th}") ;;
             b*) out="${out}_${knob}"; threshold_args=(--compute_budget "${knob#b}") ;;
             f*) out="${out}_frozen${knob#f}"
-                threshold_args=(--compute_budget "${knob#f}" --frozen_units_from "${exp}/decode_${valid_set}_b${knob#f}/summary.json") ;;
+                threshold_args=(--compute_budget "${knob#f}" --frozen_units_from "${root}/decode_${valid_set}_b${knob#f}/summary.json") ;;
           esac
           [ -f "${out}/.done" ] && continue
           log "stage 5: decoding ${set} with ${exp} (${mode}, compute knob: ${knob})"
@@ -299,7 +311,7 @@ if run_stage 5; then
           fi
           ${decode_cmd} --num_threads 1 "${out}/decode.log" \
             python -m "${decoder[@]}" --asr_train_config "${exp}/config.yaml" \
-              --asr_model_file "${exp}/valid.loss.ave.pth" --output_dir "${out}" "${threshold_args[@]}" \
+              --asr_model_file "${model_file}" --output_dir "${out}" "${threshold_args[@]}" \
             && touch "${out}/.done" &
           pids+=($!)
           # At most nj decoding jobs at once.
@@ -312,17 +324,17 @@ if run_stage 5; then
 fi
 
 if run_stage 6; then
-  results=${expdir}/RESULTS.md
-  [ "${decode_mode}" = streaming ] && results=${expdir}/RESULTS_streaming.md
+  results=${expdir}/RESULTS${inference_tag}.md
+  [ "${decode_mode}" = streaming ] && results=${expdir}/RESULTS_streaming${inference_tag}.md
   log "stage 6: scoring -> ${results}"
   exps=()
   for config in "${configs[@]}"; do exps+=("${expdir}/asr_$(model_tag "${config}")"); done
   # shellcheck disable=SC2086  # a list of test set names
   python "${repo}/local/report.py" --dumpdir "${dumpdir}/fbank" --test_sets ${test_sets} --exps "${exps[@]}" \
     --mode "${decode_mode}" --corpus "${corpus_id}" --command "${invocation}" \
-    --out "${results}"
-  plots=${expdir}/plots
-  [ "${decode_mode}" = streaming ] && plots=${expdir}/plots_streaming
+    --inference_model "${inference_model}" --out "${results}"
+  plots=${expdir}/plots${inference_tag}
+  [ "${decode_mode}" = streaming ] && plots=${expdir}/plots_streaming${inference_tag}
   python "${repo}/local/plots.py" --results "${results%.md}.json" --exps "${exps[@]}" --dumpdir "${dumpdir}/fbank" \
     --out "${plots}" ${also[@]+--also "${also[@]}"} > /dev/null
 fi

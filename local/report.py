@@ -13,6 +13,9 @@ front_end, params_m, latency_ms, epochs, training_minutes, compute ratios,
 gflops_per_audio_second, wer = {set: [wer, ci_low, ci_high]}, the paired
 test against the first model, streaming RTF, hardware) and, at the top,
 ``corpus``, ``machine`` and ``command`` (from --corpus and --command).
+With ``--inference_model`` other than valid.loss.ave.pth (run.sh's option of the same name), each
+experiment's decodings of that checkpoint are read from ``decode_model_<name>/`` (``inference_model_dir``)
+and the summary is written as ``summary_model_<name>.json``.
 """
 
 import argparse
@@ -27,6 +30,24 @@ from config_task import load_tasks_module
 from score import score
 
 task_of = load_tasks_module().task_of  # the recipe's rule: which ESPnet task trained a config
+
+# The checkpoint decoded by default, as ESPnet's asr.sh (--inference_asr_model): the n-best average.
+DEFAULT_INFERENCE_MODEL = "valid.loss.ave.pth"
+
+
+def inference_model_tag(inference_model: str) -> str:
+    """"" for the default checkpoint, else ``_model_<name>`` (valid.loss.best.pth: _model_valid.loss.best), the
+    suffix of its decoding folder and its results files, as asr.sh tags its inference folders."""
+    if inference_model == DEFAULT_INFERENCE_MODEL:
+        return ""
+    return "_model_" + inference_model.replace("/", "_").removesuffix(".pth")
+
+
+def inference_model_dir(exp: pathlib.Path, inference_model: str = DEFAULT_INFERENCE_MODEL) -> pathlib.Path:
+    """Where the decodings of a checkpoint are: the experiment itself for the default one, else
+    ``decode<tag>/`` in it (its own folder, so that no decoding of another checkpoint is overwritten)."""
+    tag = inference_model_tag(inference_model)
+    return exp / f"decode{tag}" if tag else exp
 
 REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
 
@@ -58,23 +79,27 @@ def streams_only_when_streamed(exp: pathlib.Path) -> bool:
     return task_of(exp / "config.yaml") == "asr_transducer"
 
 
-def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline"):
+def decode_dirs(exp: pathlib.Path, test_set: str, mode: str = "offline",
+                inference_model: str = DEFAULT_INFERENCE_MODEL):
     """decode_<set>, decode_<set>_th<threshold> (one per decode-time gate threshold), decode_<set>_b<budget>
     (one per budget of a budget-conditioned model, by budget) and decode_<set>_frozen<budget> (that budget's
     units frozen to their majority decisions, by budget); decode_streaming_<set>* for streaming decoding. Offline, a model that is at its streaming latency only when
-    streamed (streams_only_when_streamed) comes with its streaming decode first: the row its summary reports."""
+    streamed (streams_only_when_streamed) comes with its streaming decode first: the row its summary reports.
+    All of them in inference_model_dir(exp, inference_model)."""
     prefix = f"decode_{test_set}" if mode == "offline" else f"decode_streaming_{test_set}"
-    budgets = sorted(exp.glob(f"{prefix}_b*"), key=lambda d: float(d.name[len(prefix) + 2:]))
-    frozen = sorted(exp.glob(f"{prefix}_frozen*"), key=lambda d: float(d.name[len(prefix) + 7:]))
-    found = [d for d in [exp / prefix, *sorted(exp.glob(f"{prefix}_th*")), *budgets, *frozen] if d.is_dir()]
+    root = inference_model_dir(exp, inference_model)
+    budgets = sorted(root.glob(f"{prefix}_b*"), key=lambda d: float(d.name[len(prefix) + 2:]))
+    frozen = sorted(root.glob(f"{prefix}_frozen*"), key=lambda d: float(d.name[len(prefix) + 7:]))
+    found = [d for d in [root / prefix, *sorted(root.glob(f"{prefix}_th*")), *budgets, *frozen] if d.is_dir()]
     if mode == "offline" and streams_only_when_streamed(exp):
-        streamed = exp / f"decode_streaming_{test_set}"
+        streamed = root / f"decode_streaming_{test_set}"
         if not streamed.is_dir():
             raise FileNotFoundError(f"{streamed} is missing: an asr_transducer model is at its streaming latency only "
                                     "when streamed; run stage 5 (it decodes such models both ways)")
         found.insert(0, streamed)
     if not found:
-        raise FileNotFoundError(f"{exp}/{prefix}* is missing: run stage 5 (decoding) first")
+        raise FileNotFoundError(f"{root}/{prefix}* is missing: run stage 5 (decoding) first"
+                                + (f" with --inference_model {inference_model}" if root != exp else ""))
     return found
 
 
@@ -110,14 +135,15 @@ def add_statistics(rows, resamples: int = 1000) -> None:
             row["vs_baseline"] = paired_bootstrap(tables[id(base)], tables[id(row)], resamples)
 
 
-def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline"):
+def gather(dumpdir: pathlib.Path, test_sets, exps, mode: str = "offline",
+           inference_model: str = DEFAULT_INFERENCE_MODEL):
     rows = []
     for exp in exps:
-        model_file = exp / "valid.loss.ave.pth"
+        model_file = exp / inference_model
         parameters = count_parameters(model_file) if model_file.is_file() else None
         latency_ms, full_context_offline = describe_model(exp)["latency_ms"], streams_only_when_streamed(exp)
         for test_set in test_sets:
-            found = decode_dirs(exp, test_set, mode)
+            found = decode_dirs(exp, test_set, mode, inference_model)
             own_decode = own_decoding(found, test_set)
             for decode in found:
                 hyp = decode / "1best_recog" / "text"
@@ -273,11 +299,11 @@ def _epochs_trained(exp: pathlib.Path, conf: dict):
     return max(finished) if finished else conf.get("max_epoch")
 
 
-def summarize(rows, exps, test_sets):
+def summarize(rows, exps, test_sets, inference_model: str = DEFAULT_INFERENCE_MODEL):
     """One row per model in the style of ESPnet's RESULTS.md: its own gate threshold at its streaming latency
     (decode_dirs' first decoding), WER per test set with its interval and the paired test against the first model,
     the compute and decode RTF of the first test set, the streaming RTF of decode_streaming_<first set> when it
-    was decoded that way, training wall time and hardware."""
+    was decoded that way, training wall time and hardware, and the checkpoint decoded (``inference_model``)."""
     import yaml
 
     summary = []
@@ -286,7 +312,7 @@ def summarize(rows, exps, test_sets):
         if test_sets[0] not in own:
             continue
         first = own[test_sets[0]]
-        streaming = exp / f"decode_streaming_{test_sets[0]}" / "summary.json"
+        streaming = inference_model_dir(exp, inference_model) / f"decode_streaming_{test_sets[0]}" / "summary.json"
         config = exp / "config.yaml"
         ngpu = (yaml.safe_load(config.read_text()) or {}).get("ngpu", 0) if config.is_file() else None
         seconds = training_seconds(exp)
@@ -296,7 +322,8 @@ def summarize(rows, exps, test_sets):
             "training_minutes": None if seconds is None else round(seconds / 60, 1),
             "gflops_per_audio_second": first["gflops_per_second"],
             "wer": {name: [row["wer"], row.get("wer_low"), row.get("wer_high")] for name, row in own.items()},
-            "model": exp.name, "config": training_config(exp), "parameters": first["parameters"],
+            "model": exp.name, "config": training_config(exp), "inference_model": inference_model,
+            "parameters": first["parameters"],
             "compute_ratio_layers": first["compute_ratio_layers"], "compute_ratio_encoder": first["compute_ratio_encoder"],
             "gflops_per_second": first["gflops_per_second"], "decoding": first["decode"].replace(test_sets[0], "<set>"),
             "gflops_per_second_search": first["gflops_per_second_search"],
@@ -503,8 +530,10 @@ def main(argv=None) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (0: none)")
     parser.add_argument("--corpus", default=None, help="what the models were trained and tested on (summary.json)")
     parser.add_argument("--command", default=None, help="the command that made these results (summary.json)")
+    parser.add_argument("--inference_model", default=DEFAULT_INFERENCE_MODEL,
+                        help="the checkpoint whose decodings are reported (run.sh --inference_model)")
     args = parser.parse_args(argv)
-    rows = gather(args.dumpdir, args.test_sets, args.exps, args.mode)
+    rows = gather(args.dumpdir, args.test_sets, args.exps, args.mode, args.inference_model)
     if args.bootstrap > 0:
         add_statistics(rows, args.bootstrap)
     table = format_markdown(rows, args.mode)
@@ -513,11 +542,11 @@ def main(argv=None) -> None:
         f"# Results ({time.strftime('%Y-%m-%d %H:%M')})\n\n"
         f"Batch-1 {args.mode} decoding on the CPU, 1 thread (see each decode_*/summary.json); compute ratios are executed/dense "
         "MACs (layers: the gated layers plus the arbitrator; encoder: with the subsampling).\n"
-        f"Machine: {machine}.\n\n"
+        f"Machine: {machine}. Checkpoint decoded: {args.inference_model}.\n\n"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.mode == "offline":
-        summary = summarize(rows, args.exps, args.test_sets)
+        summary = summarize(rows, args.exps, args.test_sets, args.inference_model)
         if args.bootstrap > 0:
             compare_at_equal_compute(summary, rows, args.bootstrap)
         text += ("One row per model at its own gate threshold and its streaming latency (an asr_transducer model: "
@@ -526,7 +555,7 @@ def main(argv=None) -> None:
                  f"{format_summary(summary, args.test_sets)}\nEvery decoding:\n\n")
         document = {"corpus": args.corpus, "machine": machine, "command": args.command, "test_sets": list(args.test_sets),
                     "models": summary}
-        args.out.with_name("summary.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
+        args.out.with_name(f"summary{inference_model_tag(args.inference_model)}.json").write_text(json.dumps(document, indent=2, default=str) + "\n")
     text += table
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2, default=str) + "\n")

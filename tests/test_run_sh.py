@@ -279,6 +279,27 @@ def test_the_same_command_twice_trains_the_same_model_and_decodes_the_same_words
     assert hyps[0] == hyps[1] and hyps[0].count("\n") == 8
 
 
+def test_another_checkpoint_is_decoded_and_reported_beside_the_default(recipe):
+    """--inference_model (asr.sh's --inference_asr_model): its own decode folder and results files; the default
+    checkpoint's decodings and report stay as they were; a checkpoint that is not there stops stage 5 first."""
+    work, _ = recipe
+    results = work / "exp" / "RESULTS.md"
+    before = results.read_text()
+    _run(work, "--stage", "5", "--stop_stage", "6", "--train_config", "conf/train_dense.yaml",
+         "--inference_model", "valid.loss.best.pth")
+    decode = work / "exp" / "asr_dense" / "decode_model_valid.loss.best" / "decode_test_clean"
+    assert "Sum/Avg" in (decode / "score_wer" / "result.txt").read_text()
+    assert "--asr_model_file exp/asr_dense/valid.loss.best.pth " in (decode / "decode.log").read_text()
+    assert "Checkpoint decoded: valid.loss.best.pth." in (work / "exp" / "RESULTS_model_valid.loss.best.md").read_text()
+    summary = json.loads((work / "exp" / "summary_model_valid.loss.best.json").read_text())
+    assert [m["inference_model"] for m in summary["models"]] == ["valid.loss.best.pth"]
+    assert results.read_text() == before
+    result = subprocess.run(["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--nbpe", "48", "--stage", "5",
+                             "--stop_stage", "5", "--inference_model", "no_such.pth"], cwd=work, capture_output=True, text=True)
+    assert result.returncode != 0 and "--inference_model no_such.pth: no exp/asr_dense/no_such.pth" in result.stderr
+    assert not (work / "exp" / "asr_dense" / "decode_model_no_such").exists()
+
+
 def test_a_bad_training_config_fails_before_any_work(tmp_path):
     bad = tmp_path / "bad config.yaml"
     bad.write_text("encoder: amortized_transformer\nencoder_conf:\n    chunk_size: 0\ndecoder: transducer\nmodel: amortized_espnet\n")

@@ -213,6 +213,7 @@ COMMITTED_SUMMARIES = {
     "summary_budget_u2250_r4_nogconv.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
     "summary_budget_u2250_r5.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
     "summary_budget_u7500.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
+    "summary_budget_u7500_best_checkpoint.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
 }
 
 
@@ -368,3 +369,29 @@ def test_decodings_are_paired_with_the_static_control_and_the_dedicated_model_of
     assert control["compute_ratio_encoder"] == 0.58 and control["wer"]["test_clean"][0] == 20.0
     assert control["unit_rates"] == {"attention": [1.0], "ffn": [0.0]}
     assert control["vs_dynamic"]["test_clean"]["delta"] == 5.0 and "vs_static" not in control
+
+
+def test_another_checkpoints_decodings_are_read_from_their_own_folder(tmp_path):
+    """run.sh --inference_model valid.loss.best.pth: decode_model_valid.loss.best/, beside the default's."""
+    import shutil
+
+    from report import decode_dirs, inference_model_dir, inference_model_tag, summarize
+
+    dense = "encoder: amortized_transformer\nencoder_conf:\n    gate_unit: none\n"
+    dump, (exp,) = _decoded_models(tmp_path, {"asr_dense": (dense, [("", None, 1.0, 1)])})
+    assert inference_model_tag("valid.loss.ave.pth") == "" and inference_model_dir(exp) == exp
+    assert inference_model_tag("valid.loss.best.pth") == "_model_valid.loss.best"
+    assert inference_model_tag("sub/3epoch.pth") == "_model_sub_3epoch"
+    best = inference_model_dir(exp, "valid.loss.best.pth")
+    assert best == exp / "decode_model_valid.loss.best"
+    with pytest.raises(FileNotFoundError, match="run stage 5 .* with --inference_model valid.loss.best.pth"):
+        decode_dirs(exp, "test_clean", inference_model="valid.loss.best.pth")
+    best.mkdir()
+    shutil.copytree(exp / "decode_test_clean", best / "decode_test_clean")
+    (best / "decode_test_clean" / "1best_recog" / "text").write_text(
+        "".join(f"1-1-{i:04d} A B C D\n" for i in range(10)))  # this checkpoint makes no error
+    rows = gather(dump, ["test_clean"], [exp], inference_model="valid.loss.best.pth")
+    assert [(r["decode"], r["wer"]) for r in rows] == [("decode_test_clean", 0.0)]
+    assert gather(dump, ["test_clean"], [exp])[0]["wer"] == 2.5  # the default checkpoint's decoding is untouched
+    (model,) = summarize(rows, [exp], ["test_clean"], inference_model="valid.loss.best.pth")
+    assert model["inference_model"] == "valid.loss.best.pth" and model["wer"]["test_clean"][0] == 0.0
