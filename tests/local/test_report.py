@@ -214,6 +214,7 @@ COMMITTED_SUMMARIES = {
     "summary_budget_u2250_r5.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
     "summary_budget_u7500.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
     "summary_budget_u7500_best_checkpoint.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
+    "summary_budget_u7500_ave_12_15.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
 }
 
 
