@@ -16,13 +16,18 @@ projected output and state for each expansion of the beam are cached in the
 search state (``BeamState.decoded``) and reused when a later frame proposes
 the same expansion again.
 
+Both searches advance any number of streams at once (``step_streams``: each
+stream its own state and frames; ``step`` is one stream): per frame and symbol,
+one joint-network call and one prediction-network call for every hypothesis of
+every stream, and the beam's candidates chosen by one top-k over all of them.
+
 ``length_bonus`` (an insertion reward) adds a constant per emitted label to the
 scores that choose among hypotheses: ``log P + length_bonus * len(tokens)``.
 """
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 
@@ -38,9 +43,29 @@ def _check_length_bonus(length_bonus: float) -> None:
         raise ValueError(f"length_bonus must be finite, got {length_bonus}")
 
 
-def _project_frame(joint_network, frame: torch.Tensor) -> torch.Tensor:
-    # One frame at a time, so that any chunking of the frames gives bitwise the same projections.
-    return joint_network.lin_enc(frame)
+def _project_frames(joint_network, frames: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """lin_enc of every stream's frames (T_n, D_enc), in one call."""
+    if len(frames) <= 1:
+        return [joint_network.lin_enc(f) for f in frames]
+    projected = joint_network.lin_enc(torch.cat(list(frames)))
+    return list(projected.split([f.size(0) for f in frames]))
+
+
+def _stack_states(states: List[Tuple]) -> Tuple:
+    """Prediction-network states of single hypotheses ((layers, 1, H) parts) batched on dim 1."""
+    return tuple(None if parts[0] is None else torch.cat(parts, dim=1) for parts in zip(*states))
+
+
+def _select_state(states: Tuple, index: int) -> Tuple:
+    return tuple(None if part is None else part[:, index : index + 1] for part in states)
+
+
+def _advance(decoder, joint_network, labels: List[int], states: Tuple) -> Tuple[torch.Tensor, Tuple]:
+    """Prediction-network step for N hypotheses at once: labels (N,), states batched on dim 1; returns the
+    projected outputs (N, D_joint) and the new states."""
+    embedded = decoder.embed(torch.tensor(labels, device=decoder.device).unsqueeze(1))
+    out, new_states = decoder.rnn_forward(embedded, states)
+    return joint_network.lin_dec(out[:, 0]), new_states
 
 
 def _joint_logits(joint_network, frame_projection: torch.Tensor, decoder_projection: torch.Tensor) -> torch.Tensor:
@@ -74,32 +99,43 @@ class GreedyTransducerSearch:
         self.max_symbols_per_frame = max_symbols_per_frame
         self.length_bonus = length_bonus
 
-    def _advance(self, label: int, state) -> Tuple[torch.Tensor, Tuple]:
-        embedded = self.decoder.embed(torch.tensor([[label]], device=self.decoder.device))
-        out, new_state = self.decoder.rnn_forward(embedded, state)
-        return self.joint_network.lin_dec(out[0, 0]), new_state
-
     @torch.no_grad()
     def init_state(self) -> GreedyState:
-        decoder_projection, decoder_state = self._advance(self.blank_id, self.decoder.init_state(1))
-        return GreedyState(decoder_projection=decoder_projection, decoder_state=decoder_state)
+        projection, state = _advance(self.decoder, self.joint_network, [self.blank_id], self.decoder.init_state(1))
+        return GreedyState(decoder_projection=projection[0], decoder_state=state)
 
-    @torch.no_grad()
     def step(self, state: GreedyState, encoder_frames: torch.Tensor) -> GreedyState:
         """Consume encoder frames (T, D_enc); emitted tokens are appended to ``state.tokens``."""
-        for frame in encoder_frames:
-            frame_projection = _project_frame(self.joint_network, frame)
+        return self.step_streams([state], [encoder_frames])[0]
+
+    @torch.no_grad()
+    def step_streams(self, states: List[GreedyState], frames: List[torch.Tensor]) -> List[GreedyState]:
+        """Consume each stream's encoder frames (T_n, D_enc), all streams at once, frame by frame."""
+        projections = _project_frames(self.joint_network, frames)
+        for t in range(max((p.size(0) for p in projections), default=0)):
+            pending = [n for n, p in enumerate(projections) if t < p.size(0)]
+            on_frame = pending
             for _ in range(self.max_symbols_per_frame):
-                logits = _joint_logits(self.joint_network, frame_projection, state.decoder_projection)
+                logits = _joint_logits(
+                    self.joint_network, torch.stack([projections[n][t] for n in pending]),
+                    torch.stack([states[n].decoder_projection for n in pending]),
+                )
                 # log_softmax shifts all logits alike, so a bonus on the labels is a margin against blank.
-                logits[self.blank_id] -= self.length_bonus
-                label = int(logits.argmax())
-                if label == self.blank_id:
+                logits[:, self.blank_id] -= self.length_bonus
+                emitted = [(n, label) for n, label in zip(pending, logits.argmax(dim=-1).tolist()) if label != self.blank_id]
+                if not emitted:
                     break
-                state.tokens.append(label)
-                state.decoder_projection, state.decoder_state = self._advance(label, state.decoder_state)
-            state.frames += 1
-        return state
+                projection, new_states = _advance(
+                    self.decoder, self.joint_network, [label for _, label in emitted],
+                    _stack_states([states[n].decoder_state for n, _ in emitted]),
+                )
+                for row, (n, label) in enumerate(emitted):
+                    states[n].tokens.append(label)
+                    states[n].decoder_projection, states[n].decoder_state = projection[row], _select_state(new_states, row)
+                pending = [n for n, _ in emitted]
+            for n in on_frame:
+                states[n].frames += 1
+        return states
 
     def best_tokens(self, state: GreedyState) -> List[int]:
         return list(state.tokens)
@@ -169,20 +205,6 @@ class BeamTransducerSearch:
         self.score_norm = score_norm
         self.length_bonus = length_bonus
 
-    def _advance(self, labels: List[int], states: Tuple) -> Tuple[torch.Tensor, Tuple]:
-        """Decoder step for N hypotheses at once: labels (N,), states batched on dim 1; projected outputs (N, D_joint)."""
-        embedded = self.decoder.embed(torch.tensor(labels, device=self.decoder.device).unsqueeze(1))
-        out, new_states = self.decoder.rnn_forward(embedded, states)
-        return self.joint_network.lin_dec(out[:, 0]), new_states
-
-    @staticmethod
-    def _stack_states(states: List[Tuple]) -> Tuple:
-        return tuple(None if parts[0] is None else torch.cat(parts, dim=1) for parts in zip(*states))
-
-    @staticmethod
-    def _select_state(states: Tuple, index: int) -> Tuple:
-        return tuple(None if part is None else part[:, index : index + 1] for part in states)
-
     @staticmethod
     def _end_frame(ended: dict, hyp: BeamHypothesis, score: float) -> None:
         old = ended.get(hyp.tokens)
@@ -201,70 +223,102 @@ class BeamTransducerSearch:
         return {tokens: out for tokens, out in decoded.items()
                 if any(len(tokens) > length and tokens[:length] in beam for length in lengths)}
 
-    def _decode(self, sequences: List[Tuple[int, ...]], parents: List[BeamHypothesis], decoded: Dict) -> None:
-        """The prediction network for each label sequence not in ``decoded`` yet, batched: its last label on its
-        parent's state."""
+    def _decode(self, proposals: List[Tuple[BeamState, Tuple[int, ...], BeamHypothesis]]) -> None:
+        """The prediction network for each proposed (stream's state, label sequence, parent) not in that state's
+        ``decoded`` yet, all streams in one batch: the sequence's last label on its parent's state."""
         missing = {}
-        for sequence, parent in zip(sequences, parents):
-            if sequence not in decoded:
-                missing.setdefault(sequence, parent)
+        for state, sequence, parent in proposals:
+            if sequence not in state.decoded:
+                missing.setdefault((id(state), sequence), (state, sequence, parent))
         if not missing:
             return
-        projections, states = self._advance([sequence[-1] for sequence in missing],
-                                            self._stack_states([parent.decoder_state for parent in missing.values()]))
-        for n, sequence in enumerate(missing):
-            decoded[sequence] = (projections[n], self._select_state(states, n))
+        projections, states = _advance(
+            self.decoder, self.joint_network, [sequence[-1] for _, sequence, _ in missing.values()],
+            _stack_states([parent.decoder_state for _, _, parent in missing.values()]),
+        )
+        for row, (state, sequence, _) in enumerate(missing.values()):
+            state.decoded[sequence] = (projections[row], _select_state(states, row))
 
     @torch.no_grad()
     def init_state(self) -> BeamState:
-        projection, state = self._advance([self.blank_id], self.decoder.init_state(1))
+        projection, state = _advance(self.decoder, self.joint_network, [self.blank_id], self.decoder.init_state(1))
         return BeamState(hyps=[BeamHypothesis((), 0.0, projection[0], state)])
 
-    @torch.no_grad()
     def step(self, state: BeamState, encoder_frames: torch.Tensor) -> BeamState:
         """Consume encoder frames (T, D_enc); ``state.hyps`` holds the beam afterwards."""
-        for frame in encoder_frames:
-            frame_projection = _project_frame(self.joint_network, frame).unsqueeze(0)
-            active = state.hyps  # hypotheses still on this frame
-            ended = {}  # tokens -> hypothesis that ended this frame with blank
+        return self.step_streams([state], [encoder_frames])[0]
+
+    def _floor(self, ended: Dict) -> float:
+        """The beam_size-th best ranking score among the hypotheses that ended the frame (-inf: fewer)."""
+        scores = sorted((ranking_score(h, self.length_bonus) for h in ended.values()), reverse=True)
+        return scores[self.beam_size - 1] if len(scores) >= self.beam_size else float("-inf")
+
+    @torch.no_grad()
+    def step_streams(self, states: List[BeamState], frames: List[torch.Tensor]) -> List[BeamState]:
+        """Consume each stream's encoder frames (T_n, D_enc), all streams at once, frame by frame; each
+        ``states[n].hyps`` holds its beam afterwards."""
+        projections = _project_frames(self.joint_network, frames)
+        for t in range(max((p.size(0) for p in projections), default=0)):
+            streams = [n for n, p in enumerate(projections) if t < p.size(0)]
+            active = {n: states[n].hyps for n in streams}  # hypotheses still on this frame
+            ended = {n: {} for n in streams}  # tokens -> hypothesis that ended this frame with blank
             # One pass more than labels allowed: the hypotheses that emitted max_symbols_per_frame labels on
             # this frame can only take blank, and that blank needs the joint too.
             for emitted in range(self.max_symbols_per_frame + 1):
-                decoder_projections = torch.stack([h.decoder_projection for h in active])
+                order = [n for n in streams if active[n]]
+                if not order:
+                    break
+                hyps = [hyp for n in order for hyp in active[n]]
+                counts = [len(active[n]) for n in order]
+                frame_projections = torch.cat([projections[n][t].expand(count, -1) for n, count in zip(order, counts)])
                 log_probs = torch.log_softmax(
-                    _joint_logits(self.joint_network, frame_projection, decoder_projections), dim=-1
+                    _joint_logits(self.joint_network, frame_projections,
+                                  torch.stack([h.decoder_projection for h in hyps])), dim=-1
                 ).double()
-                for hyp, blank_log_prob in zip(active, log_probs[:, self.blank_id].tolist()):
-                    self._end_frame(ended, hyp, hyp.score + blank_log_prob)
+                owners = [n for n, count in zip(order, counts) for _ in range(count)]
+                for n, hyp, blank_log_prob in zip(owners, hyps, log_probs[:, self.blank_id].tolist()):
+                    self._end_frame(ended[n], hyp, hyp.score + blank_log_prob)
                 if emitted == self.max_symbols_per_frame:
                     break
-                # Label expansions that can still beat the beam_size-th ended hypothesis (blank only lowers
-                # a score; with length_bonus > 0 further labels may raise it, so there it is a heuristic).
-                log_probs[:, self.blank_id] = float("-inf")
-                scores = torch.tensor([h.score for h in active], dtype=log_probs.dtype).unsqueeze(1) + log_probs
-                new_lengths = torch.tensor([len(h.tokens) + 1 for h in active], dtype=log_probs.dtype).unsqueeze(1)
-                ranked = (scores + self.length_bonus * new_lengths).view(-1)
-                top = torch.topk(ranked, min(self.beam_size, ranked.numel()))
-                floor = sorted((ranking_score(h, self.length_bonus) for h in ended.values()), reverse=True)
-                floor = floor[self.beam_size - 1] if len(floor) >= self.beam_size else float("-inf")
-                chosen = [i for r, i in zip(top.values.tolist(), top.indices.tolist()) if r > floor]
-                if not chosen:
-                    break
-                vocab = log_probs.size(1)
-                parents = [active[i // vocab] for i in chosen]
-                labels = [i % vocab for i in chosen]
-                chosen_scores = scores.view(-1)[chosen].tolist()
-                self._decode([parent.tokens + (label,) for parent, label in zip(parents, labels)], parents,
-                             state.decoded)
-                active = [
-                    BeamHypothesis(parent.tokens + (label,), score, *state.decoded[parent.tokens + (label,)])
-                    for score, parent, label in zip(chosen_scores, parents, labels)
-                ]
-            state.hyps = sorted(ended.values(), key=lambda h: ranking_score(h, self.length_bonus), reverse=True)
-            state.hyps = state.hyps[: self.beam_size]
-            state.decoded = self._reachable(state.decoded, state.hyps)
-            state.frames += 1
-        return state
+                chosen = self._expansions(order, counts, hyps, log_probs, [self._floor(ended[n]) for n in order])
+                self._decode([(states[n], parent.tokens + (label,), parent) for n, parent, label, _ in chosen])
+                for n in order:
+                    active[n] = []
+                for n, parent, label, score in chosen:
+                    tokens = parent.tokens + (label,)
+                    active[n].append(BeamHypothesis(tokens, score, *states[n].decoded[tokens]))
+            for n in streams:
+                state = states[n]
+                state.hyps = sorted(ended[n].values(), key=lambda h: ranking_score(h, self.length_bonus), reverse=True)
+                state.hyps = state.hyps[: self.beam_size]
+                state.decoded = self._reachable(state.decoded, state.hyps)
+                state.frames += 1
+        return states
+
+    def _expansions(self, order, counts, hyps, log_probs, floors):
+        """Each stream's label expansions that can still beat its beam_size-th ended hypothesis (blank only
+        lowers a score; with length_bonus > 0 further labels may raise it, so there it is a heuristic): the
+        beam_size best of each stream's hypotheses x labels, by one top-k over all streams (padded).
+        Returns (stream, parent, label, score) in each stream's rank order."""
+        vocab = log_probs.size(1)
+        log_probs[:, self.blank_id] = float("-inf")
+        scores = torch.tensor([h.score for h in hyps], dtype=log_probs.dtype).unsqueeze(1) + log_probs
+        new_lengths = torch.tensor([len(h.tokens) + 1 for h in hyps], dtype=log_probs.dtype).unsqueeze(1)
+        ranked = scores + self.length_bonus * new_lengths  # (H, V)
+        width = max(counts)
+        streams = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+        slots = torch.cat([torch.arange(count) for count in counts])
+        padded = ranked.new_full((len(counts), width, vocab), float("-inf"))
+        padded[streams, slots] = ranked
+        top = torch.topk(padded.view(len(counts), -1), min(self.beam_size, width * vocab))
+        firsts = [sum(counts[:row]) for row in range(len(counts))]
+        chosen = []
+        for row, (values, indices) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            for value, index in zip(values, indices):
+                if value > floors[row]:  # -inf padding never passes
+                    hyp_row = firsts[row] + index // vocab
+                    chosen.append((order[row], hyps[hyp_row], index % vocab, float(scores[hyp_row, index % vocab])))
+        return chosen
 
     def best_tokens(self, state: BeamState) -> List[int]:
         return list(state.best(self.score_norm, self.length_bonus).tokens)

@@ -143,7 +143,7 @@ class Speech2TextStreaming:
         self.encoder_state = self.model.encoder.init_state()
         self.search_state = self.search.init_state()
 
-    def _normalize(self, features: torch.Tensor) -> torch.Tensor:
+    def normalize(self, features: torch.Tensor) -> torch.Tensor:
         features = features.unsqueeze(0)
         if self.model.normalize is not None and features.size(1) > 0:
             features, _ = self.model.normalize(features, torch.tensor([features.size(1)]))
@@ -157,16 +157,16 @@ class Speech2TextStreaming:
             return None
         return count_streaming_macs(self.model.encoder, self.encoder_state)
 
-    def _to_text(self, token_ids) -> str:
+    def to_text(self, token_ids) -> str:
         return self.tokenizer.tokens2text(self.converter.ids2tokens(token_ids))
 
     def text(self) -> str:
-        return self._to_text(self.search.best_tokens(self.search_state))
+        return self.to_text(self.search.best_tokens(self.search_state))
 
     @torch.no_grad()
     def __call__(self, samples, is_final: bool = False) -> str:
         """Feed 16 kHz samples (float in [-1, 1]); returns the hypothesis so far."""
-        features = self._normalize(self.fbank.accept(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
+        features = self.normalize(self.fbank.accept(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
         start = time.perf_counter()
         encoded, self.encoder_state = self.model.encoder.forward_chunk(features, self.encoder_state, is_final=is_final)
         self.encoder_seconds += time.perf_counter() - start
@@ -176,6 +176,6 @@ class Speech2TextStreaming:
     @torch.no_grad()
     def decode_offline(self, samples) -> str:
         """The same model and search on the whole utterance at once (full forward with the chunk mask)."""
-        features = self._normalize(kaldi_fbank(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
+        features = self.normalize(kaldi_fbank(torch.as_tensor(np.asarray(samples, dtype=np.float32))))
         encoded, _, _ = self.model.encoder(features, torch.tensor([features.size(1)]))
-        return self._to_text(self.search.best_tokens(self.search.step(self.search.init_state(), encoded[0])))
+        return self.to_text(self.search.best_tokens(self.search.step(self.search.init_state(), encoded[0])))

@@ -164,13 +164,12 @@ def test_greedy_with_projections_computed_once_equals_the_unprojected_joint(leng
 
 
 def test_projected_joint_equals_the_joint_network(model):
-    from espnet_amortized.search import _joint_logits, _project_frame
+    from espnet_amortized.search import _advance, _joint_logits, _project_frames
 
-    search = BeamTransducerSearch(model.decoder, model.joint_network, model.blank_id)
     frame = torch.randn(32) * 3
     decoder_out, _ = model.decoder.rnn_forward(model.decoder.embed(torch.tensor([[4], [7]])), model.decoder.init_state(2))
-    projections, _ = search._advance([4, 7], model.decoder.init_state(2))
-    projected = _joint_logits(model.joint_network, _project_frame(model.joint_network, frame).unsqueeze(0), projections)
+    projections, _ = _advance(model.decoder, model.joint_network, [4, 7], model.decoder.init_state(2))
+    projected = _joint_logits(model.joint_network, _project_frames(model.joint_network, [frame.unsqueeze(0)])[0], projections)
     torch.testing.assert_close(projected, model.joint_network(frame.unsqueeze(0), decoder_out[:, 0]))
 
 
@@ -248,3 +247,29 @@ def test_beam_runs_the_prediction_network_once_per_label_sequence(model, monkeyp
         search.step(uncached, frame.unsqueeze(0))
     assert len(rows) > len(set(rows)) and len(rows) > cached
     assert [h.tokens for h in uncached.hyps] == [h.tokens for h in state.hyps]
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_streams_searched_together_equal_each_stream_alone(model, beam_size):
+    """Streams of different lengths, fed in different pieces and joining late (an empty piece too), searched
+    together with ``step_streams``: each ends with the hypotheses of its search alone."""
+    if beam_size == 1:
+        search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame=3)
+    else:
+        search = BeamTransducerSearch(model.decoder, model.joint_network, model.blank_id, beam_size=beam_size,
+                                      max_symbols_per_frame=3, length_bonus=0.5)
+    generator = torch.Generator().manual_seed(1)
+    utterances = [torch.randn(n, 32, generator=generator) * 3 for n in (30, 7, 19, 0)]
+    alone = [search.step(search.init_state(), frames) for frames in utterances]
+    states = [search.init_state() for _ in utterances]
+    cuts = [[0, 4, 5, 17, 30], [0, 0, 7], [0, 11, 19], [0, 0]]
+    for step in range(5):
+        streams = [n for n, c in enumerate(cuts) if step + 1 < len(c)]
+        search.step_streams([states[n] for n in streams],
+                            [utterances[n][cuts[n][step] : cuts[n][step + 1]] for n in streams])
+    for together, reference in zip(states, alone):
+        assert search.best_tokens(together) == search.best_tokens(reference)
+        if beam_size > 1:
+            assert [h.tokens for h in together.hyps] == [h.tokens for h in reference.hyps]
+            assert [h.score for h in together.hyps] == pytest.approx([h.score for h in reference.hyps])
+    assert sum(len(search.best_tokens(state)) for state in states) > 0

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from espnet_amortized._espnet import AbsEncoder, LayerNorm, StreamPositionalEncoding
 from espnet_amortized.compute import (
@@ -619,30 +620,25 @@ class AmortizedTransformerEncoder(AbsEncoder):
         valid: torch.Tensor,
         position: torch.Tensor,
         chunk: int,
-        arbitrator_cache: Optional[torch.Tensor] = None,
-        kv_cache: Optional[List[KeyValueCache]] = None,
         forced_gates: Optional[torch.Tensor] = None,
-        conv_cache: Optional[List[Optional[torch.Tensor]]] = None,
         budgets: Optional[torch.Tensor] = None,
     ):
-        """Run every layer on x (B, T, D); returns x, probs, gates and the new arbitrator and convolution caches.
+        """Run every layer on whole utterances x (B, T, D); returns x, probs and gates.
 
         ``probs`` and ``gates`` (B, T, num_blocks, U) are 1 for a dense
         encoder; ``gates`` are 0 on padding. Attention sees the chunk windows of
-        ``chunk`` frames and ``left_chunks``; streaming (``kv_cache``, updated in
-        place) runs one chunk and its cached left chunks.
+        ``chunk`` frames and ``left_chunks`` (streaming: ``_process_streams``).
         """
         batch, length, _ = x.shape
         offset = int(position[0]) if length else 0
         per_layer = self.gates_per_layer
-        new_arbitrator_cache = None
         if not self.gated:
             probs = gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)
         elif self.arbitrator is not None:
             # The arbitrator reads the features but does not train them: its straight-through and compute
             # gradients dominated what reached the front-end (RESULTS.md, issue 13) and trained it for the
             # gates instead of for recognition.
-            logits, new_arbitrator_cache = self.arbitrator(x.detach(), arbitrator_cache, budgets)
+            logits, _ = self.arbitrator(x.detach(), None, budgets)
             probs, gates = self._decisions(
                 logits.view(batch, length, self.num_blocks, per_layer), valid, chunk, offset, budgets
             )
@@ -655,11 +651,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         # Local decisions per (layer, unit); collected, not written into a tensor the graph already uses.
         local_probs: List[List[torch.Tensor]] = [[None, None] for _ in self.encoders]
         local_gates: List[List[torch.Tensor]] = [[None, None] for _ in self.encoders]
-        streaming = kv_cache is not None
-        # A dense encoder (gate_unit "none") runs the plain path offline; streaming
-        # always takes the sparse path, which carries the key/value cache.
-        sparse = streaming or (self.gated and not self.training and self.sparse_inference)
-        new_conv: List[Optional[torch.Tensor]] = []
+        # A dense encoder (gate_unit "none") runs the plain path.
+        sparse = self.gated and not self.training and self.sparse_inference
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
                 if forced_gates is None:
@@ -675,12 +668,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
                     execute = valid if gate is None else gate > 0.5
                     if unit == ATT:
                         provides_key = valid if self.kv_from_skipped else None
-                        if streaming:
-                            cache = kv_cache[index]
-                            x, keys, added = layer.attention_sparse(x, execute, provides_key, cache.visible(self.left_chunks))
-                            cache.store(*keys, added)
-                        else:
-                            x = layer.attention_windows(x, execute, provides_key, chunk, self.left_chunks)
+                        x = layer.attention_windows(x, execute, provides_key, chunk, self.left_chunks)
                     else:
                         rows = execute.reshape(-1).nonzero().squeeze(1)
                         if rows.numel():
@@ -693,18 +681,16 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 else:
                     x = layer.ffn_dense(x, gate)
                 if unit == ATT and self.conv_kernel_size:
-                    past = None if conv_cache is None else conv_cache[index]
                     conv_gate = gates[:, :, index, CONV] if self.gate_conv else None
                     if sparse and conv_gate is not None:
                         rows = (conv_gate > 0.5).reshape(-1).nonzero().squeeze(1)
-                        x, past_conv = layer.conv_dense(x, valid, past, rows=rows)
+                        x, _ = layer.conv_dense(x, valid, rows=rows)
                     else:
-                        x, past_conv = layer.conv_dense(x, valid, past, gate=conv_gate)
-                    new_conv.append(past_conv)
+                        x, _ = layer.conv_dense(x, valid, gate=conv_gate)
         if gates is None:  # local arbitration
             probs = torch.stack([torch.stack(pair, dim=-1) for pair in local_probs], dim=2)
             gates = torch.stack([torch.stack(pair, dim=-1) for pair in local_gates], dim=2)
-        return x, probs, gates, new_arbitrator_cache, new_conv
+        return x, probs, gates
 
     def _training_chunk_size(self) -> int:
         if self.training and self.dynamic_chunk_training and random.random() < 0.5:
@@ -753,15 +739,18 @@ class AmortizedTransformerEncoder(AbsEncoder):
             budgets = self._budgets(x.size(0), x.device)
         elif not self.budget_conditioning:
             raise ValueError("budgets: this encoder has no budget input (budget_conditioning: false)")
-        x, probs, gates, _, _ = self._run_layers(
+        x, probs, gates = self._run_layers(
             x, valid, position, chunk, forced_gates=forced_gates, budgets=budgets
         )
         info = GateInfo(probs, gates, valid, allowed, ilens, budgets) if self.gated else None
         return self.after_norm(x), valid.sum(dim=1), info
 
     # -- streaming ------------------------------------------------------------------
+    # One path: ``forward_streams`` advances any number of streams, each at its own position, a chunk at a
+    # time in one batch (``_process_streams``); ``forward_chunk`` is that path for one utterance, or for B
+    # utterances of equal length as B streams.
     def init_state(self, forced_gates: Optional[torch.Tensor] = None) -> Dict:
-        """State for ``forward_chunk`` at the start of an utterance (batch of equal lengths).
+        """The streaming state of one utterance (or of B utterances of equal length for ``forward_chunk``).
 
         ``forced_gates`` (B, T', num_blocks, U), indexed by subsampled frame,
         replaces the arbitrator's decisions (tests and benchmarks).
@@ -773,11 +762,12 @@ class AmortizedTransformerEncoder(AbsEncoder):
             "frames": None,  # subsampled frames waiting for a full chunk
             "produced": 0,  # subsampled frames produced so far (positional encoding)
             "processed": 0,  # subsampled frames through the layers so far
-            "arbitrator": None,
+            "arbitrator": None,  # the arbitrator's causal conv inputs of the last frames
             "kv": [KeyValueCache() for _ in self.encoders],  # keys/values of the visible left chunks
             "conv": [None] * self.num_blocks,  # convolution unit inputs of the last K-1 frames
             "gates": [],  # (B, C, num_blocks, U) decisions per chunk, for compute accounting
             "input_frames": [],  # feature frames fed to the subsampling per call
+            "final": False,  # the last piece arrived
         }
 
     @torch.no_grad()
@@ -786,24 +776,79 @@ class AmortizedTransformerEncoder(AbsEncoder):
 
         Outputs appear a chunk at a time; ``is_final`` flushes the last,
         partial chunk. The concatenated outputs equal ``forward`` (eval) of the
-        whole utterance.
+        whole utterance. B > 1 utterances (of equal length) run as B streams of
+        ``forward_streams``, their states in ``state["streams"]``.
+        """
+        if xs.dim() != 3:
+            raise ValueError(f"forward_chunk: features must be (batch, frames, input_size), got shape {tuple(xs.shape)}")
+        if xs.size(0) == 1 and "streams" not in state:
+            return self.forward_streams([xs], [state], [is_final])[0], state
+        if "streams" not in state:
+            forced = state["forced_gates"]
+            state["streams"] = [self.init_state(None if forced is None else forced[b : b + 1]) for b in range(xs.size(0))]
+        streams = state["streams"]
+        if len(streams) != xs.size(0):
+            raise ValueError(f"forward_chunk: this state streams {len(streams)} utterances, got a batch of {xs.size(0)}")
+        outputs = self.forward_streams(list(xs.split(1)), streams, [is_final] * len(streams))
+        for chunk in range(len(state["gates"]), len(streams[0]["gates"])):
+            state["gates"].append(torch.cat([stream["gates"][chunk] for stream in streams]))
+        state["input_frames"] = streams[0]["input_frames"]
+        return torch.cat(outputs), state
+
+    @torch.no_grad()
+    def forward_streams(
+        self, xs: List[torch.Tensor], states: List[Dict], is_final: List[bool]
+    ) -> List[torch.Tensor]:
+        """Advance N independent streams: feature frames xs[n] (1, L_n, input_size) for the stream of
+        ``states[n]`` (``init_state``), ``is_final[n]`` with its last piece; returns each stream's newly
+        finished outputs (1, n_n, D).
+
+        Streams may be at any position and join or leave between calls. Every stream with a complete chunk
+        (or its last, partial one) goes through the layers together with the others, one chunk of each per
+        batch: the decisions, the executing frames of all streams per unit, and one attention over each
+        stream's own cached window. Each stream's outputs equal ``forward_chunk`` of it alone.
         """
         if self.training:
-            raise RuntimeError("forward_chunk is for inference: call encoder.eval() first")
-        # Features wait until they complete a chunk: the subsampling then runs once per
-        # chunk instead of once per call (the same frames either way).
+            raise RuntimeError("forward_streams is for inference: call encoder.eval() first")
+        if not len(xs) == len(states) == len(is_final):
+            raise ValueError(
+                f"forward_streams: {len(xs)} feature pieces, {len(states)} states and {len(is_final)} is_final flags"
+            )
+        for n, (x, state, final) in enumerate(zip(xs, states, is_final)):
+            if x.dim() != 3 or x.size(0) != 1:
+                raise ValueError(f"forward_streams: stream {n}: features must be (1, frames, input_size), got {tuple(x.shape)}")
+            if state["final"]:
+                raise ValueError(f"forward_streams: stream {n} already had its final piece; start a new state")
+            self._accept_features(x, state, final)
+        outputs: List[List[torch.Tensor]] = [[] for _ in states]
+        while True:
+            ready = [n for n, state in enumerate(states) if self._has_chunk(state, is_final[n])]
+            if not ready:
+                break
+            chunks = [self._next_chunk(states[n]) for n in ready]
+            for n, out in zip(ready, self._process_streams(chunks, [states[n] for n in ready])):
+                outputs[n].append(out)
+        for state, final in zip(states, is_final):
+            state["final"] = bool(final)
+        return [
+            torch.cat(out, dim=1) if out else x.new_zeros(1, 0, self._output_size) for out, x in zip(outputs, xs)
+        ]
+
+    def _accept_features(self, xs: torch.Tensor, state: Dict, is_final: bool) -> None:
+        """Buffer a stream's features; subsample them once they complete a chunk (or at the end), so that
+        the subsampling runs once per chunk instead of once per call (the same frames either way)."""
         state["features"].append(xs)
         state["feature_frames"] += xs.size(1)
         waiting = 0 if state["frames"] is None else state["frames"].size(1)
         if waiting + self.embed.num_output_frames(state["feature_frames"]) < self.chunk_size and not is_final:
-            return xs.new_zeros(xs.size(0), 0, self._output_size), state
+            return
         features = torch.cat(state["features"], dim=1) if len(state["features"]) > 1 else state["features"][0]
         num_out = self.embed.num_output_frames(features.size(1))
         if num_out > 0:
             used = (num_out - 1) * self.embed.stride + self.embed.receptive_field
             state["input_frames"].append(used)
             part = features[:, :used]
-            masks = torch.ones(part.size(0), 1, part.size(1), dtype=torch.bool, device=part.device)
+            masks = torch.ones(1, 1, part.size(1), dtype=torch.bool, device=part.device)
             frames, _ = self.embed(part, masks)
             frames = self.pos_enc(frames, state["produced"])
             state["produced"] += frames.size(1)
@@ -813,102 +858,112 @@ class AmortizedTransformerEncoder(AbsEncoder):
             state["frames"] = frames
         state["features"], state["feature_frames"] = [features], features.size(1)
 
-        outputs = []
+    def _has_chunk(self, state: Dict, is_final: bool) -> bool:
         pending = state["frames"]
-        while pending is not None and (pending.size(1) >= self.chunk_size or (is_final and pending.size(1) > 0)):
-            chunk_frames, pending = pending[:, : self.chunk_size], pending[:, self.chunk_size :]
-            outputs.append(self._process_chunk(chunk_frames, state))
-        state["frames"] = pending if pending is not None and pending.size(1) > 0 else None
-        if outputs:
-            return torch.cat(outputs, dim=1), state
-        return xs.new_zeros(xs.size(0), 0, self._output_size), state
+        return pending is not None and (pending.size(1) >= self.chunk_size or (is_final and pending.size(1) > 0))
 
-    def _process_chunk(self, x: torch.Tensor, state: Dict) -> torch.Tensor:
-        batch, length, _ = x.shape
-        start = state["processed"]
-        forced = state["forced_gates"]
-        if forced is not None:
-            forced = forced[:, start : start + length]
-        else:
-            forced = self._frozen_gates(batch, length, x.device)
-        if batch == 1:
-            x, gates = self._process_chunk_single(x, state, forced)
-        else:
-            x, gates = self._process_chunk_batched(x, state, forced)
-        state["processed"] = start + length
-        state["gates"].append(gates)
-        return self.after_norm(x)
+    def _next_chunk(self, state: Dict) -> torch.Tensor:
+        pending = state["frames"]
+        chunk, rest = pending[:, : self.chunk_size], pending[:, self.chunk_size :]
+        state["frames"] = rest if rest.size(1) > 0 else None
+        return chunk
 
-    def _process_chunk_batched(self, x: torch.Tensor, state: Dict, forced: Optional[torch.Tensor]):
-        """Several utterances of equal length: the general sparse path with position-tagged keys."""
-        batch, length, _ = x.shape
-        start = state["processed"]
-        position = torch.arange(start, start + length, device=x.device)
-        valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
-        x, _, gates, arbitrator_cache, conv = self._run_layers(
-            x, valid, position, self.chunk_size, state["arbitrator"], state["kv"], forced, state["conv"],
-            self._budgets(batch, x.device),
-        )
-        state.update(arbitrator=arbitrator_cache, conv=conv)
-        return x, gates
+    def _stream_forced_gates(self, states: List[Dict], length: int, device) -> Optional[torch.Tensor]:
+        """(N, length, num_blocks, U) forced (or frozen) decisions of this chunk of each stream, else None."""
+        forced = [state["forced_gates"] for state in states]
+        if all(gates is None for gates in forced):
+            return self._frozen_gates(len(states), length, device)
+        if any(gates is None for gates in forced):
+            raise ValueError("forced_gates: give them to every stream of a batch or to none")
+        pieces = [gates[0, state["processed"] : state["processed"] + length] for gates, state in zip(forced, states)]
+        return pad_sequence(pieces, batch_first=True).to(device)
 
-    def _process_chunk_single(self, x: torch.Tensor, state: Dict, forced: Optional[torch.Tensor]):
-        """One utterance, one whole chunk (streaming batch 1, the product case).
+    def _stream_decisions(
+        self, logits: torch.Tensor, valid: torch.Tensor, starts: List[int], budgets: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """The global arbitrator's logits (N, C, L, G) of one chunk per stream -> gates (N, C, L, U).
 
-        Same function as ``_run_layers``, with the per-chunk overhead cut: the
-        decisions go to Python once per chunk, a unit that no frame runs costs
-        nothing, a unit that every frame runs needs no gather/scatter, and the
-        cache holds exactly the visible left chunks, so attention needs no mask.
+        A budget allocation charges a chunk's MHSA for its window, which grows over the first ``left_chunks``
+        chunks: streams are decided in groups of equal window (a frame's decision does not depend on it
+        otherwise; every chunk starts at a multiple of ``chunk_size``).
         """
-        length = x.size(1)
-        start = state["processed"]
-        valid = torch.ones(1, length, dtype=torch.bool, device=x.device)
-        per_layer = self.gates_per_layer
+        windows: Dict[int, List[int]] = {}
+        for n, start in enumerate(starts):
+            window = start // self.chunk_size
+            windows.setdefault(window if self.left_chunks < 0 else min(window, self.left_chunks), []).append(n)
+        if len(windows) == 1:
+            window = next(iter(windows))
+            return self._decisions(logits, valid, self.chunk_size, window * self.chunk_size, budgets)[1]
+        gates = logits.new_zeros(*logits.shape[:3], self.units_per_layer)
+        for window, members in windows.items():
+            index = torch.tensor(members, device=logits.device)
+            _, gates[index] = self._decisions(
+                logits[index], valid[index], self.chunk_size, window * self.chunk_size,
+                None if budgets is None else budgets[index],
+            )
+        return gates
+
+    def _process_streams(self, chunks: List[torch.Tensor], states: List[Dict]) -> List[torch.Tensor]:
+        """One chunk (1, C_n, D) of each of N streams through the layers; returns each stream's outputs."""
+        lengths = [chunk.size(1) for chunk in chunks]
+        batch, length = len(chunks), max(lengths)
+        if all(n == length for n in lengths):
+            x = torch.cat(chunks)
+        else:  # a stream's last, partial chunk: padded, and never executed
+            x = pad_sequence([chunk[0] for chunk in chunks], batch_first=True)
+        valid = torch.arange(length, device=x.device) < torch.tensor(lengths, device=x.device).unsqueeze(1)
+        forced = self._stream_forced_gates(states, length, x.device)
         gates = None
-        if forced is not None and self.gated:
-            gates = forced.to(x.dtype)
+        if not self.gated:
+            gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)
+        elif forced is not None:
+            gates = forced.to(x.dtype) * valid[:, :, None, None]
         elif self.arbitrator is not None:
-            logits, state["arbitrator"] = self.arbitrator(x, state["arbitrator"], self._budgets(1, x.device))
-            _, gates = self._decisions(logits.view(1, length, self.num_blocks, per_layer), valid, self.chunk_size, start)
-        elif not self.gated:
-            gates = x.new_ones(1, length, self.num_blocks, 2)
-        counts = gates.sum(1)[0].tolist() if gates is not None else None
-        if gates is None:  # local gates, decided unit by unit below
-            gates = x.new_zeros(1, length, self.num_blocks, 2)
-        keys_from_all = self.kv_from_skipped or not self.gated
+            budgets = self._budgets(batch, x.device)
+            caches = [state["arbitrator"] for state in states]
+            cache = torch.cat([
+                self.arbitrator.init_cache(1, x.device, x.dtype) if past is None else past for past in caches
+            ])
+            logits, cache = self.arbitrator(x, cache, budgets)
+            for n, state in enumerate(states):
+                state["arbitrator"] = cache[n : n + 1]
+            logits = logits.view(batch, length, self.num_blocks, self.gates_per_layer)
+            gates = self._stream_decisions(logits, valid, [state["processed"] for state in states], budgets)
+        local = gates is None
+        if local:  # local gates, decided unit by unit below
+            gates = x.new_zeros(batch, length, self.num_blocks, 2)
+        provides_key = valid if (self.kv_from_skipped or not self.gated) else None
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
-                if counts is None:
-                    for decided, (_, unit_gates) in self._local_decisions(layer, x, unit, valid, self.chunk_size, start):
+                if local:
+                    for decided, (_, unit_gates) in self._local_decisions(layer, x, unit, valid, self.chunk_size, 0):
                         gates[:, :, index, decided] = unit_gates
-                count = round(counts[index][unit]) if counts is not None else int(gates[0, :, index, unit].sum())
-                execute = None
-                if 0 < count < length:
-                    execute = gates[0, :, index, unit].nonzero().squeeze(1)
+                execute = gates[:, :, index, unit] > 0.5
                 if unit == FFN:
-                    if count > 0:
-                        x = layer.ffn_sparse(x, execute)  # batch 1: frame indices are row indices
+                    rows = execute.reshape(-1).nonzero().squeeze(1)
+                    if rows.numel():
+                        x = layer.ffn_sparse(x, None if rows.numel() == execute.numel() else rows)
                     continue
-                cache = state["kv"][index]
-                past = cache.visible(self.left_chunks)
-                past = None if past is None else past[:2]  # batch 1: every column is a key
-                if count > 0:
-                    x, (key, value) = layer.attention_chunk(x, execute, keys_from_all, past)
-                elif keys_from_all:
-                    key, value = layer.key_value_chunk(x)
-                    if past is not None:
-                        key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
-                else:
-                    key, value = past if past is not None else (None, None)
-                new_frames = 0 if key is None else key.size(2) - (0 if past is None else past[0].size(2))
-                cache.store(key, value, None, new_frames)
+                x = layer.attention_streams(x, execute, provides_key, [s["kv"][index] for s in states], self.left_chunks)
                 if self.conv_kernel_size:
+                    past = torch.cat([
+                        x.new_zeros(1, self.conv_kernel_size - 1, x.size(2)) if s["conv"][index] is None
+                        else s["conv"][index] for s in states
+                    ])
                     rows = None
                     if self.gate_conv:
-                        count = round(counts[index][CONV])
-                        rows = None if count == length else gates[0, :, index, CONV].nonzero().squeeze(1)
-                    x, state["conv"][index] = layer.conv_dense(x, valid, state["conv"][index], rows=rows)
-        return x, gates
+                        rows = (gates[:, :, index, CONV] > 0.5).reshape(-1).nonzero().squeeze(1)
+                        rows = None if rows.numel() == valid.numel() else rows
+                    x, past = layer.conv_dense(x, valid, past, rows=rows)
+                    for n, state in enumerate(states):
+                        state["conv"][index] = past[n : n + 1]
+        x = self.after_norm(x)
+        outputs = []
+        for n, state in enumerate(states):
+            state["processed"] += lengths[n]
+            state["gates"].append(gates[n : n + 1, : lengths[n]])
+            outputs.append(x[n : n + 1, : lengths[n]])
+        return outputs
 
 
 def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:

@@ -5,11 +5,13 @@ Three ways to run a unit, all computing the same function for hard gates:
   frame's key is removed by reweighting the attention weights with its gate
   (training; the straight-through gradient needs the unit's output on skipped
   frames too, and what removing a key costs);
-- sparse: only executing frames are gathered, run and scattered back
-  (inference: skipped frames cost nothing in the FFN and no Q/output
-  projection in the MHSA);
-- sparse, one chunk at a time, with the keys/values of the visible left chunks
-  from a ``KeyValueCache`` (streaming; batch 1 has its own leaner functions).
+- sparse, whole utterances: only executing frames are gathered, run and
+  scattered back (offline inference: skipped frames cost nothing in the FFN and
+  no Q/output projection in the MHSA);
+- sparse, one chunk of each of N streams (``attention_streams``): the executing
+  frames of every stream gathered into one set of products, each stream's keys
+  and values of its visible left chunks from its own ``KeyValueCache``
+  (streaming; batch 1 is N = 1).
 Offline (dense and sparse), each chunk's queries are scored against its
 attention window only (``_attend_windows``), never against the whole utterance.
 """
@@ -18,59 +20,39 @@ from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from espnet_amortized._espnet import LayerNorm, MultiHeadedAttention, PositionwiseFeedForward
 
 
 class KeyValueCache:
-    """One layer's projected keys/values of the chunks a streaming chunk may still see (its state in streaming).
+    """One stream's projected keys/values of one layer, for the chunks a streaming chunk may still see.
 
-    ``key``/``value`` (B, H, N, d_k), ``valid`` (B, N) bool (False: a column that pads a row with fewer keys;
-    None: every column is a key, as at batch 1), ``sizes``: the columns each chunk added, oldest first. Every
-    frame of a chunk sees every key of its window, so no positions are kept: a chunk's keys leave once it is
-    more than ``left_chunks`` chunks back.
+    ``key``/``value`` (1, H, N, d_k), ``sizes``: the columns each chunk added, oldest first. Every frame of a
+    chunk sees every key of its window, so no positions are kept: a chunk's keys leave once it is more than
+    ``left_chunks`` chunks back.
     """
 
     def __init__(self):
         self.key: Optional[torch.Tensor] = None
         self.value: Optional[torch.Tensor] = None
-        self.valid: Optional[torch.Tensor] = None
         self.sizes: List[int] = []
 
-    def visible(self, left_chunks: int) -> Optional[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]:
-        """(key, value, valid) of the ``left_chunks`` chunks before the next one (-1: all), or None if none."""
+    def visible(self, left_chunks: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """(key, value) of the ``left_chunks`` chunks before the next one (-1: all), or None if none."""
         if left_chunks >= 0 and len(self.sizes) > left_chunks:
             dropped = sum(self.sizes[: len(self.sizes) - left_chunks])
             del self.sizes[: len(self.sizes) - left_chunks]
             if dropped:
                 self.key, self.value = self.key[:, :, dropped:], self.value[:, :, dropped:]
-                self.valid = None if self.valid is None else self.valid[:, dropped:]
         if self.key is None or self.key.size(2) == 0:
             return None
-        return self.key, self.value, self.valid
+        return self.key, self.value
 
-    def store(self, key: Optional[torch.Tensor], value: Optional[torch.Tensor], valid: Optional[torch.Tensor],
-              added: int) -> None:
+    def store(self, key: Optional[torch.Tensor], value: Optional[torch.Tensor], added: int) -> None:
         """The visible keys with this chunk's ``added`` columns at the end (what ``visible`` gave, extended)."""
-        self.key, self.value, self.valid = key, value, valid
+        self.key, self.value = key, value
         self.sizes.append(added)
-
-
-def compact_indices(select: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) bool -> indices (B, M) of the selected frames, left-aligned, and their validity.
-
-    M is the largest per-utterance count; shorter rows are padded with index 0
-    and ``valid = False``.
-    """
-    counts = select.sum(dim=1)
-    max_count = int(counts.max()) if select.numel() else 0
-    if select.size(0) == 1:
-        index = select[0].nonzero().view(1, -1)
-        return index, torch.ones_like(index, dtype=torch.bool)
-    # A stable sort keeps selected frames first and in time order.
-    order = torch.argsort((~select).to(torch.int8), dim=1, stable=True)[:, :max_count]
-    valid = torch.arange(max_count, device=select.device).unsqueeze(0) < counts.unsqueeze(1)
-    return order.masked_fill(~valid, 0), valid
 
 
 def window_chunk_size(chunk_size: int, length: int) -> int:
@@ -123,10 +105,6 @@ def chunk_groups(select: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torc
     return rows, (starts.unsqueeze(1) + slot).masked_fill(~valid, 0), valid
 
 
-def _gather_frames(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
-
-
 class GatedTransformerLayer(torch.nn.Module):
     """``x = x + g_att * MHSA(LN(x))``; ``x = x + g_ffn * FFN(LN(x))``."""
 
@@ -176,24 +154,6 @@ class GatedTransformerLayer(torch.nn.Module):
     # -- shared pieces --------------------------------------------------------
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.size(0), x.size(1), self.heads, self.d_k).transpose(1, 2)
-
-    def project_key_value(self, normed: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        return (
-            self._split_heads(self.self_attn.linear_k(normed)),
-            self._split_heads(self.self_attn.linear_v(normed)),
-        )
-
-    def _attend(
-        self, normed_query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """normed_query (B, M, D), key/value (B, H, N, d_k), mask (B, M, N) bool."""
-        query = self._split_heads(self.self_attn.linear_q(normed_query))
-        dropout = self.attention_dropout_rate if self.training else 0.0
-        context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask.unsqueeze(1), dropout_p=dropout
-        )
-        batch, _, length, _ = context.shape
-        return self.self_attn.linear_out(context.transpose(1, 2).reshape(batch, length, self.size))
 
     def _attend_windows(
         self,
@@ -387,85 +347,73 @@ class GatedTransformerLayer(torch.nn.Module):
         frames = frames.index_add(0, query_rows, out)
         return frames.view(batch, chunks * chunk_size, size)[:, :length]
 
-    def attention_sparse(
+    # -- one chunk of each of N streams (streaming; batch 1 is N = 1) ---------------------
+    # Functional calls instead of module calls: at a chunk's few rows the per-call overhead is the cost.
+    def _norm(self, norm: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+    def attention_streams(
         self,
         x: torch.Tensor,
         execute: torch.Tensor,
         provides_key: Optional[torch.Tensor],
-        past: Optional[Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = None,
-    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor], int]:
-        """Streaming, one chunk x (B, C, D) of several utterances: MHSA only for frames with ``execute`` (B, C) bool.
+        caches: List[KeyValueCache],
+        left_chunks: int,
+    ) -> torch.Tensor:
+        """MHSA for one chunk x (N, C, D) of each of N streams, for the frames with ``execute`` (N, C) bool.
 
-        Keys/values are projected for frames with ``provides_key`` (B, C) bool
-        (every valid frame; None: only the executing ones) and come also from
-        ``past`` ((key, value, valid) of the visible left chunks, ``KeyValueCache.visible``);
-        every frame of the chunk sees every key. Returns the updated ``x``, (key,
-        value, valid) of ``past`` and this chunk together, and the columns this chunk added.
+        Keys/values are projected for the frames with ``provides_key`` (N, C) bool (None: the executing
+        ones) and come also from ``caches[n]``, stream n's keys of its visible left chunks (``left_chunks``);
+        every frame of a chunk sees every key of its stream's window. The selected frames of all streams go
+        through one set of projections and one batched attention (the windows padded to the longest), so
+        the skipped frames of every stream shrink the products. Each cache gets its stream's new keys.
         """
-        query_index, query_valid = compact_indices(execute)
-        normed_query = self.norm_att(_gather_frames(x, query_index))
-        if provides_key is None:  # keys only from executing frames: same gather
-            key_index, key_valid, normed_keys = query_index, query_valid, normed_query
-        else:
-            key_index, key_valid = compact_indices(provides_key)
-            normed_keys = self.norm_att(_gather_frames(x, key_index))
-        key, value = self.project_key_value(normed_keys)
-        added = key.size(2)
-        if past is not None:
-            past_valid = past[2] if past[2] is not None else key_valid.new_ones(key.size(0), past[0].size(2))
-            key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
-            key_valid = torch.cat([past_valid, key_valid], dim=1)
-        if query_index.size(1) == 0:
-            return x, (key, value, key_valid), added
-        # Padding rows (no real query) would see no key: let them see everything.
-        mask = key_valid.unsqueeze(1) | ~query_valid.unsqueeze(-1)
-        out = self._attend(normed_query, key, value, mask) * query_valid.unsqueeze(-1)
-        scatter_index = query_index.unsqueeze(-1).expand(-1, -1, self.size)
-        return x.scatter_add(1, scatter_index, out), (key, value, key_valid), added
-
-    # -- one streaming chunk, batch 1 (the product's hot path) ----------------------
-    # The frames of a chunk all see each other and every cached key (the cache holds
-    # exactly the visible left chunks), so no mask is built. Functional calls instead
-    # of module calls: at 16 frames per chunk the per-call overhead is the cost.
-    def _norm(self, norm: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-
-    def attention_chunk(
-        self,
-        x: torch.Tensor,
-        execute: Optional[torch.Tensor],
-        keys_from_all: bool,
-        past: Optional[Tuple[torch.Tensor, torch.Tensor]],
-    ) -> Tuple[torch.Tensor, Optional[Tuple[torch.Tensor, torch.Tensor]]]:
-        """MHSA for one chunk x (1, C, D) of a single utterance.
-
-        ``execute``: indices of the frames that run the unit (non-empty), or None
-        for all of them. Keys/values come from every frame if ``keys_from_all``,
-        else from the executing frames, and from ``past`` (cached (key, value) of
-        the visible left chunks). Returns x and (key, value) of ``past`` and
-        this chunk together (the next cache).
-        """
+        batch, _, size = x.shape
         attn = self.self_attn
-        if execute is None or not keys_from_all:
-            # Queries, keys and values from the same rows: one fused projection.
-            rows = x if execute is None else x.index_select(1, execute)
+        flat = x.reshape(-1, size)
+        query_rows, query_slots, query_valid = chunk_groups(execute)
+        if provides_key is None:  # queries, keys and values from the same rows: one fused projection
+            key_valid = query_valid
             weight, bias = self._fused_qkv()
-            projected = F.linear(self._norm(self.norm_att, rows), weight, bias)
-            heads = projected.view(1, rows.size(1), 3 * self.heads, self.d_k).transpose(1, 2)
-            query, key, value = heads.chunk(3, dim=1)
+            query, key, value = F.linear(self._norm(self.norm_att, flat[query_rows]), weight, bias).chunk(3, dim=-1)
         else:
-            normed_keys = self._norm(self.norm_att, x)
-            key = self._split_heads(F.linear(normed_keys, attn.linear_k.weight, attn.linear_k.bias))
-            value = self._split_heads(F.linear(normed_keys, attn.linear_v.weight, attn.linear_v.bias))
-            normed_query = normed_keys.index_select(1, execute)
-            query = self._split_heads(F.linear(normed_query, attn.linear_q.weight, attn.linear_q.bias))
-        if past is not None:
-            key, value = torch.cat([past[0], key], dim=2), torch.cat([past[1], value], dim=2)
-        context = F.scaled_dot_product_attention(query, key, value)
-        out = F.linear(
-            context.transpose(1, 2).reshape(1, query.size(2), self.size), attn.linear_out.weight, attn.linear_out.bias
-        )
-        return (x + out if execute is None else x.index_add(1, execute, out)), (key, value)
+            _, _, key_valid = chunk_groups(provides_key)
+            normed = self._norm(self.norm_att, flat[provides_key.reshape(-1)])
+            key = F.linear(normed, attn.linear_k.weight, attn.linear_k.bias)
+            value = F.linear(normed, attn.linear_v.weight, attn.linear_v.bias)
+            query = F.linear(self._norm(self.norm_att, flat[query_rows]), attn.linear_q.weight, attn.linear_q.bias)
+        # The selected rows are stream-major, so each stream's new keys are one slice.
+        key = key.reshape(-1, self.heads, self.d_k).transpose(0, 1)  # (H, M, d_k)
+        value = value.reshape(-1, self.heads, self.d_k).transpose(0, 1)
+        windows = []
+        first = 0
+        for cache, count in zip(caches, key_valid.sum(dim=1).tolist()):
+            new_key, new_value = key[None, :, first : first + count], value[None, :, first : first + count]
+            first += count
+            past = cache.visible(left_chunks)
+            if past is not None:
+                new_key, new_value = torch.cat([past[0], new_key], dim=2), torch.cat([past[1], new_value], dim=2)
+            cache.store(new_key, new_value, count)
+            windows.append((new_key, new_value))
+        if query_rows.numel() == 0:
+            return x
+        if batch == 1:  # every key is the stream's and every slot a query: no mask
+            window_key, window_value = windows[0]
+            query = query.view(1, -1, self.heads, self.d_k).transpose(1, 2)
+            context = F.scaled_dot_product_attention(query, window_key, window_value)
+            context = context.transpose(1, 2).reshape(-1, size)
+        else:
+            widths = torch.tensor([window[0].size(2) for window in windows], device=x.device)
+            window_key = pad_sequence([k[0].transpose(0, 1) for k, _ in windows], batch_first=True).transpose(1, 2)
+            window_value = pad_sequence([v[0].transpose(0, 1) for _, v in windows], batch_first=True).transpose(1, 2)
+            seen = torch.arange(window_key.size(2), device=x.device) < widths.unsqueeze(1)  # (N, W)
+            # Padding query slots (no real query) would see no key in an empty window: let them see everything.
+            mask = seen.unsqueeze(1) | ~query_valid.unsqueeze(-1)
+            query = query[query_slots].view(batch, -1, self.heads, self.d_k).transpose(1, 2)
+            context = F.scaled_dot_product_attention(query, window_key, window_value, attn_mask=mask.unsqueeze(1))
+            context = context.transpose(1, 2).reshape(batch, -1, size)[query_valid]  # in query_rows' order
+        out = F.linear(context, attn.linear_out.weight, attn.linear_out.bias)
+        return flat.index_add(0, query_rows, out).view_as(x)
 
     def _fused_qkv(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """[W_q; W_k; W_v] and their biases, rebuilt whenever a weight changes."""
@@ -477,15 +425,6 @@ class GatedTransformerLayer(torch.nn.Module):
             self._qkv = (torch.cat(params[:3]).detach(), torch.cat(params[3:]).detach())
             self._qkv_stamp = stamp
         return self._qkv
-
-    def key_value_chunk(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values of every frame of a chunk whose MHSA is skipped (``kv_from_skipped``)."""
-        attn = self.self_attn
-        normed = self._norm(self.norm_att, x)
-        return (
-            self._split_heads(F.linear(normed, attn.linear_k.weight, attn.linear_k.bias)),
-            self._split_heads(F.linear(normed, attn.linear_v.weight, attn.linear_v.bias)),
-        )
 
     def ffn_sparse(self, x: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
         """FFN (inference) on the frames at ``rows``, indices into x's flattened (B * T) frames (None: all).

@@ -261,10 +261,12 @@ def test_streaming_cache_keeps_exactly_the_visible_left_chunks(left_chunks, kv_f
     with torch.no_grad():
         for start in range(0, 97, 20):
             encoder.forward_chunk(x[:, start : start + 20], state)
-            for cache in state["kv"]:  # one format at every batch size: the chunks still visible, nothing older
+            streams = state["streams"] if batch > 1 else [state]  # a batch streams one state per utterance
+            assert len(streams) == batch
+            for cache in (cache for stream in streams for cache in stream["kv"]):  # the chunks still visible
                 assert left_chunks < 0 or len(cache.sizes) <= left_chunks + 1
                 assert (0 if cache.key is None else cache.key.size(2)) == sum(cache.sizes)
-                assert (cache.valid is None) == (batch == 1)
+                assert cache.key is None or cache.key.size(0) == 1  # one stream's keys, unpadded
 
 
 def test_chunk_decisions_are_sampled_once_per_chunk_in_training():
@@ -710,3 +712,76 @@ def test_frozen_units_are_ignored_in_training_and_checked_when_set():
             encoder.frozen_units = bad
     with pytest.raises(ValueError, match="frozen_units: this encoder has no gates"):
         small_encoder(gate_unit="none").frozen_units = {"attention": [1, 1, 1], "ffn": [1, 1, 1]}
+
+
+def _streams_together(encoder, utterances, joins, piece_sizes):
+    """Drive ``forward_streams`` with every stream at its own position: stream n joins at step joins[n], is fed
+    pieces of its own sizes (cycled) and leaves after its last piece. Returns each stream's outputs and the
+    largest number of streams that were advanced in one call."""
+    states, outputs, fed = {}, {n: [] for n in range(len(utterances))}, [0] * len(utterances)
+    step, most = 0, 0
+    with torch.no_grad():
+        while any(fed[n] < x.size(1) for n, x in enumerate(utterances)):
+            active = [n for n, x in enumerate(utterances) if joins[n] <= step and fed[n] < x.size(1)]
+            pieces, finals = [], []
+            for n in active:
+                states.setdefault(n, encoder.init_state())
+                sizes = piece_sizes[n]
+                size = sizes[step % len(sizes)]
+                pieces.append(utterances[n][:, fed[n] : fed[n] + size])
+                fed[n] += size
+                finals.append(fed[n] >= utterances[n].size(1))
+            most = max(most, len(active))
+            for n, out in zip(active, encoder.forward_streams(pieces, [states[n] for n in active], finals)):
+                outputs[n].append(out)
+            step += 1
+    return [torch.cat(outputs[n], dim=1) for n in range(len(utterances))], most
+
+
+STREAM_CASES = {
+    "dense": dict(gate_unit="none"),
+    "unit-global-frame": {},
+    "layer-local-chunk-kv": dict(gate_unit="layer", arbitrator="local", decision_unit="chunk", kv_from_skipped=True),
+    "conv-gated-budget": dict(input_layer="stack", conv_kernel_size=3, gate_conv=True, budget_order="conv_first",
+                              compute_budget=0.5),
+    "budget-conditioned-allocate": dict(budget_conditioning=True, budget_training="allocate", compute_budget=0.4),
+    "allocate-without-budget": dict(budget_conditioning=True, budget_training="allocate"),
+    "all-left-chunks": dict(left_chunks=-1, conv_kernel_size=5),
+}
+
+
+@pytest.mark.parametrize("case", list(STREAM_CASES))
+def test_streams_together_equal_each_stream_alone(case):
+    """Streams that join and leave at different times, at different positions (the budget allocation's window
+    grows over the first chunks) and fed in different pieces, advanced together: each stream's outputs are the
+    whole-utterance forward of it alone."""
+    torch.manual_seed(0)
+    encoder = randomize_arbitration(small_encoder(**STREAM_CASES[case])).eval()
+    if encoder.arbitrator is not None and encoder.arbitrator.budget_conditioned:
+        with torch.no_grad():
+            torch.nn.init.normal_(encoder.arbitrator.budget_net[2].weight, std=3.0)
+    lengths = [97, 40, 63, 8, 120]
+    utterances = [torch.randn(1, n, 80) for n in lengths]
+    together, most = _streams_together(
+        encoder, utterances, joins=[0, 0, 2, 3, 5], piece_sizes=[[5, 13, 1, 30], [16], [7, 9], [8], [50, 3]]
+    )
+    assert most >= 3
+    for x, streamed in zip(utterances, together):
+        with torch.no_grad():
+            alone, _, _ = encoder(x, torch.tensor([x.size(1)]))
+        assert streamed.shape == alone.shape
+        assert torch.allclose(streamed, alone, atol=1e-5)
+
+
+def test_forward_streams_checks_its_input():
+    encoder = small_encoder().eval()
+    state = encoder.init_state()
+    with pytest.raises(ValueError, match="2 feature pieces, 1 states"):
+        encoder.forward_streams([torch.randn(1, 9, 80)] * 2, [state], [False])
+    with pytest.raises(ValueError, match=r"stream 0: features must be \(1, frames, input_size\)"):
+        encoder.forward_streams([torch.randn(2, 9, 80)], [state], [False])
+    encoder.forward_streams([torch.randn(1, 9, 80)], [state], [True])
+    with pytest.raises(ValueError, match="stream 0 already had its final piece"):
+        encoder.forward_streams([torch.randn(1, 9, 80)], [state], [False])
+    with pytest.raises(RuntimeError, match="encoder.eval"):
+        encoder.train().forward_streams([torch.randn(1, 9, 80)], [encoder.init_state()], [False])

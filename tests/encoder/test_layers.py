@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from espnet_amortized.encoder.layers import GatedTransformerLayer, compact_indices
+from espnet_amortized.encoder.layers import GatedTransformerLayer, KeyValueCache
 from espnet_amortized.encoder.masks import chunk_attention_mask
 
 
@@ -11,13 +11,6 @@ def test_chunk_groups_left_align_each_chunks_selected_frames():
     rows, slots, valid = chunk_groups(torch.tensor([[False, True, True], [False, False, False], [True, False, True]]))
     assert rows.tolist() == [1, 2, 6, 8]  # the selected frames of the flattened chunks, in order
     assert slots.tolist() == [[0, 1], [0, 0], [2, 3]] and valid.tolist() == [[True, True], [False, False], [True, True]]
-
-
-def test_compact_indices_left_aligns_selected_frames():
-    select = torch.tensor([[False, True, False, True], [True, False, False, False]])
-    index, valid = compact_indices(select)
-    assert index.tolist() == [[1, 3], [0, 0]]
-    assert valid.tolist() == [[True, True], [True, False]]
 
 
 def _reference_attention(layer, x, valid, allowed, provides_key):
@@ -33,23 +26,19 @@ def _reference_attention(layer, x, valid, allowed, provides_key):
 
 
 def _stream_chunks(layer, x, execute, provides_key, chunk_size, left_chunks):
-    """The streaming sparse path chunk by chunk, its keys kept in a KeyValueCache."""
-    from espnet_amortized.encoder.layers import KeyValueCache
-
-    cache, outputs = KeyValueCache(), []
+    """The streaming path chunk by chunk, the utterances of the batch as streams, each with its KeyValueCache."""
+    caches, outputs = [KeyValueCache() for _ in range(x.size(0))], []
     for start in range(0, x.size(1), chunk_size):
         piece = slice(start, start + chunk_size)
         keys_from = None if provides_key is None else provides_key[:, piece]
-        out, keys, added = layer.attention_sparse(x[:, piece], execute[:, piece], keys_from, cache.visible(left_chunks))
-        cache.store(*keys, added)
-        outputs.append(out)
+        outputs.append(layer.attention_streams(x[:, piece], execute[:, piece], keys_from, caches, left_chunks))
     return torch.cat(outputs, dim=1)
 
 
 @pytest.mark.parametrize("chunk_size,left_chunks", [(3, 1), (4, 0), (5, -1), (16, 2)])
 def test_windowed_dense_and_sparse_attention_equal_the_whole_utterance_with_the_chunk_mask(chunk_size, left_chunks):
     """Chunk windows (length not a multiple of the chunk, padding in the batch) against the (T, T)-masked reference;
-    the streaming sparse path chunk by chunk with its key/value cache too."""
+    the streaming path chunk by chunk with its key/value caches too (two streams, one padded at its end)."""
     torch.manual_seed(0)
     layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
     x = torch.randn(2, 13, 32)
@@ -126,8 +115,9 @@ def test_no_executing_frame_is_the_identity():
     layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
     x = torch.randn(1, 5, 32)
     none = torch.zeros(1, 5, dtype=torch.bool)
-    out, (key, _, valid), added = layer.attention_sparse(x, none, none)
-    assert torch.equal(out, x) and key.size(2) == added == 0 and valid.shape == (1, 0)
+    cache = KeyValueCache()
+    assert torch.equal(layer.attention_streams(x, none, none, [cache], 0), x)
+    assert cache.key.size(2) == 0 and cache.sizes == [0] and cache.visible(0) is None
     assert torch.equal(layer.attention_windows(x, none, none, 5, 0), x)
     assert torch.equal(layer.ffn_sparse(x, none.reshape(-1).nonzero().squeeze(1)), x)
 
@@ -193,3 +183,29 @@ def test_a_removed_key_that_holds_all_the_attention_gives_finite_gradients():
     p = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0)
     kept_mass = p[0] + p[2]
     assert soft2.grad[0, 1] == pytest.approx(float(-p[0] * p[1] / kept_mass**2), rel=1e-4)
+
+
+def test_streams_at_different_positions_attend_to_their_own_windows():
+    """Three streams with caches of different lengths (one empty), one with no executing frame, in one call:
+    each equals its stream alone, and each cache gets exactly its stream's new keys."""
+    torch.manual_seed(0)
+    layer = GatedTransformerLayer(32, 4, 64, 0.0, 0.0).eval()
+    histories = [torch.randn(1, n, 32) for n in (8, 0, 4)]
+    x = torch.randn(3, 4, 32)
+    execute = torch.tensor([[True, False, True, True], [False, False, False, False], [True, True, True, True]])
+    together, alone = [KeyValueCache() for _ in range(3)], [KeyValueCache() for _ in range(3)]
+    with torch.no_grad():
+        for n, history in enumerate(histories):
+            for start in range(0, history.size(1), 4):  # fill the caches chunk by chunk
+                chunk = history[:, start : start + 4]
+                every = torch.ones(1, chunk.size(1), dtype=torch.bool)
+                layer.attention_streams(chunk, every, None, [together[n]], 1)
+                layer.attention_streams(chunk, every, None, [alone[n]], 1)
+        out = layer.attention_streams(x, execute, None, together, 1)
+        for n in range(3):
+            expected = layer.attention_streams(x[n : n + 1], execute[n : n + 1], None, [alone[n]], 1)
+            assert torch.allclose(out[n], expected[0], atol=1e-6)
+            assert together[n].sizes == alone[n].sizes and together[n].sizes[-1] == int(execute[n].sum())
+            if alone[n].key is not None:
+                assert torch.allclose(together[n].key, alone[n].key, atol=1e-6)
+    assert torch.equal(out[1], x[1])  # no executing frame: unchanged
