@@ -71,7 +71,7 @@ def parse_models(specs: List[str]) -> List[Tuple[str, pathlib.Path]]:
 def load_model(exp_dir: pathlib.Path, model_file: str, device: str):
     model, _ = load_asr_model(exp_dir / "config.yaml", exp_dir / model_file, device)
     if not hasattr(model.encoder, "forward_chunk"):
-        raise ValueError(f"{config}: encoder {type(model.encoder).__name__} cannot stream")
+        raise ValueError(f"{exp_dir / 'config.yaml'}: encoder {type(model.encoder).__name__} cannot stream")
     return model
 
 
