@@ -76,17 +76,26 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def dense_variant(exp_dir: pathlib.Path, model_file: str, out: pathlib.Path):
-    """config.yaml and weights of the model in ``exp_dir`` with ``gate_unit: none`` (the arbitrator dropped)."""
+    """config.yaml and weights of the model in ``exp_dir`` with ``gate_unit: none``: every layer, front-end,
+    prediction and joint network weight copied; the arbitrator and the compute regulariser's state dropped."""
+    from espnet_amortized._espnet import asr_task_class
+
     config = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
     config["encoder_conf"] = dict(
         config["encoder_conf"], gate_unit="none", gate_conv=False, budget_conditioning=False,
-        budget_training="regularize", compute_budget=None,
+        budget_training="regularize", budget_order="logit", compute_budget=None,
     )
-    state = torch.load(exp_dir / model_file, map_location="cpu")
-    state = {key: value for key, value in state.items() if not key.startswith("encoder.arbitrator.")}
+    model = asr_task_class().build_model(argparse.Namespace(**config))
+    own = model.state_dict()
+    trained = torch.load(exp_dir / model_file, map_location="cpu")
+    kept = {key: value for key, value in trained.items() if key in own and own[key].shape == value.shape}
+    not_copied = sorted(key for key in own if key not in kept and key.startswith(("encoder.", "decoder.", "joint_network.")))
+    if not_copied:
+        raise ValueError(f"--dense_from {exp_dir}: the dense shape lacks trained weights for {', '.join(not_copied)}")
+    model.load_state_dict(kept, strict=False)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    torch.save(state, out / model_file)
+    torch.save(model.state_dict(), out / model_file)
     return out / "config.yaml", out / model_file
 
 

@@ -368,26 +368,34 @@ class GatedTransformerLayer(torch.nn.Module):
         through one set of projections and one batched attention (the windows padded to the longest), so
         the skipped frames of every stream shrink the products. Each cache gets its stream's new keys.
         """
-        batch, _, size = x.shape
+        batch, length, size = x.shape
         attn = self.self_attn
         flat = x.reshape(-1, size)
-        query_rows, query_slots, query_valid = chunk_groups(execute)
-        if provides_key is None:  # queries, keys and values from the same rows: one fused projection
-            key_valid = query_valid
-            weight, bias = self._fused_qkv()
-            query, key, value = F.linear(self._norm(self.norm_att, flat[query_rows]), weight, bias).chunk(3, dim=-1)
+        query_counts = execute.sum(dim=1)
+        queries = int(query_counts.sum())
+        every = queries == execute.numel()  # every frame of every stream runs: no gather, no scatter
+        if every:
+            picked = flat
         else:
-            _, _, key_valid = chunk_groups(provides_key)
-            normed = self._norm(self.norm_att, flat[provides_key.reshape(-1)])
+            query_rows, query_slots, query_valid = chunk_groups(execute)
+            picked = flat[query_rows]
+        if provides_key is None:  # queries, keys and values from the same rows: one fused projection
+            key_counts = query_counts
+            weight, bias = self._fused_qkv()
+            query, key, value = F.linear(self._norm(self.norm_att, picked), weight, bias).chunk(3, dim=-1)
+        else:
+            key_counts = provides_key.sum(dim=1)
+            normed = self._norm(self.norm_att, flat if every else flat[provides_key.reshape(-1)])
             key = F.linear(normed, attn.linear_k.weight, attn.linear_k.bias)
             value = F.linear(normed, attn.linear_v.weight, attn.linear_v.bias)
-            query = F.linear(self._norm(self.norm_att, flat[query_rows]), attn.linear_q.weight, attn.linear_q.bias)
+            normed_query = normed if every else self._norm(self.norm_att, picked)  # every frame provides a key
+            query = F.linear(normed_query, attn.linear_q.weight, attn.linear_q.bias)
         # The selected rows are stream-major, so each stream's new keys are one slice.
         key = key.reshape(-1, self.heads, self.d_k).transpose(0, 1)  # (H, M, d_k)
         value = value.reshape(-1, self.heads, self.d_k).transpose(0, 1)
         windows = []
         first = 0
-        for cache, count in zip(caches, key_valid.sum(dim=1).tolist()):
+        for cache, count in zip(caches, key_counts.tolist()):
             new_key, new_value = key[None, :, first : first + count], value[None, :, first : first + count]
             first += count
             past = cache.visible(left_chunks)
@@ -395,7 +403,7 @@ class GatedTransformerLayer(torch.nn.Module):
                 new_key, new_value = torch.cat([past[0], new_key], dim=2), torch.cat([past[1], new_value], dim=2)
             cache.store(new_key, new_value, count)
             windows.append((new_key, new_value))
-        if query_rows.numel() == 0:
+        if queries == 0:
             return x
         if batch == 1:  # every key is the stream's and every slot a query: no mask
             window_key, window_value = windows[0]
@@ -406,14 +414,18 @@ class GatedTransformerLayer(torch.nn.Module):
             widths = torch.tensor([window[0].size(2) for window in windows], device=x.device)
             window_key = pad_sequence([k[0].transpose(0, 1) for k, _ in windows], batch_first=True).transpose(1, 2)
             window_value = pad_sequence([v[0].transpose(0, 1) for _, v in windows], batch_first=True).transpose(1, 2)
-            seen = torch.arange(window_key.size(2), device=x.device) < widths.unsqueeze(1)  # (N, W)
-            # Padding query slots (no real query) would see no key in an empty window: let them see everything.
-            mask = seen.unsqueeze(1) | ~query_valid.unsqueeze(-1)
-            query = query[query_slots].view(batch, -1, self.heads, self.d_k).transpose(1, 2)
+            mask = (torch.arange(window_key.size(2), device=x.device) < widths.unsqueeze(1)).unsqueeze(1)  # (N, 1, W)
+            if every:
+                query = query.view(batch, length, self.heads, self.d_k).transpose(1, 2)
+            else:
+                # Padding query slots (no real query) would see no key in an empty window: let them see everything.
+                mask = mask | ~query_valid.unsqueeze(-1)
+                query = query[query_slots].view(batch, -1, self.heads, self.d_k).transpose(1, 2)
             context = F.scaled_dot_product_attention(query, window_key, window_value, attn_mask=mask.unsqueeze(1))
-            context = context.transpose(1, 2).reshape(batch, -1, size)[query_valid]  # in query_rows' order
+            context = context.transpose(1, 2).reshape(batch, -1, size)
+            context = context.reshape(-1, size) if every else context[query_valid]  # in the selected rows' order
         out = F.linear(context, attn.linear_out.weight, attn.linear_out.bias)
-        return flat.index_add(0, query_rows, out).view_as(x)
+        return (flat + out if every else flat.index_add(0, query_rows, out)).view_as(x)
 
     def _fused_qkv(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """[W_q; W_k; W_v] and their biases, rebuilt whenever a weight changes."""
