@@ -904,14 +904,25 @@ class AmortizedTransformerEncoder(AbsEncoder):
         return gates
 
     def _process_streams(self, chunks: List[torch.Tensor], states: List[Dict]) -> List[torch.Tensor]:
-        """One chunk (1, C_n, D) of each of N streams through the layers; returns each stream's outputs."""
+        """One chunk (1, C_n, D) of each of N streams through the layers; returns each stream's outputs.
+
+        The decisions go to Python once per chunk (how many frames run each unit): a unit that no frame runs
+        costs nothing, one that every frame runs needs no gather/scatter. One stream (batch 1) needs no
+        stacking of its caches.
+        """
         lengths = [chunk.size(1) for chunk in chunks]
         batch, length = len(chunks), max(lengths)
-        if all(n == length for n in lengths):
+        if batch == 1:
+            x = chunks[0]
+        elif all(n == length for n in lengths):
             x = torch.cat(chunks)
         else:  # a stream's last, partial chunk: padded, and never executed
             x = pad_sequence([chunk[0] for chunk in chunks], batch_first=True)
-        valid = torch.arange(length, device=x.device) < torch.tensor(lengths, device=x.device).unsqueeze(1)
+        slots = batch * length
+        if sum(lengths) == slots:
+            valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
+        else:
+            valid = torch.arange(length, device=x.device) < torch.tensor(lengths, device=x.device).unsqueeze(1)
         forced = self._stream_forced_gates(states, length, x.device)
         gates = None
         if not self.gated:
@@ -920,43 +931,40 @@ class AmortizedTransformerEncoder(AbsEncoder):
             gates = forced.to(x.dtype) * valid[:, :, None, None]
         elif self.arbitrator is not None:
             budgets = self._budgets(batch, x.device)
-            caches = [state["arbitrator"] for state in states]
-            cache = torch.cat([
-                self.arbitrator.init_cache(1, x.device, x.dtype) if past is None else past for past in caches
-            ])
+            if batch == 1:
+                cache = states[0]["arbitrator"]
+            else:
+                cache = torch.cat([
+                    self.arbitrator.init_cache(1, x.device, x.dtype) if state["arbitrator"] is None
+                    else state["arbitrator"] for state in states
+                ])
             logits, cache = self.arbitrator(x, cache, budgets)
             for n, state in enumerate(states):
-                state["arbitrator"] = cache[n : n + 1]
+                state["arbitrator"] = cache if batch == 1 else cache[n : n + 1]
             logits = logits.view(batch, length, self.num_blocks, self.gates_per_layer)
             gates = self._stream_decisions(logits, valid, [state["processed"] for state in states], budgets)
         local = gates is None
         if local:  # local gates, decided unit by unit below
             gates = x.new_zeros(batch, length, self.num_blocks, 2)
+            counts = None
+        else:  # frames running each unit, all streams together: (num_blocks, U)
+            counts = gates.sum(dim=(0, 1)).round().long().tolist()
         provides_key = valid if (self.kv_from_skipped or not self.gated) else None
         for index, layer in enumerate(self.encoders):
             for unit in (ATT, FFN):
                 if local:
                     for decided, (_, unit_gates) in self._local_decisions(layer, x, unit, valid, self.chunk_size, 0):
                         gates[:, :, index, decided] = unit_gates
+                count = int(gates[:, :, index, unit].sum()) if local else counts[index][unit]
                 execute = gates[:, :, index, unit] > 0.5
                 if unit == FFN:
-                    rows = execute.reshape(-1).nonzero().squeeze(1)
-                    if rows.numel():
-                        x = layer.ffn_sparse(x, None if rows.numel() == execute.numel() else rows)
+                    if count:
+                        rows = None if count == slots else execute.reshape(-1).nonzero().squeeze(1)
+                        x = layer.ffn_sparse(x, rows)
                     continue
                 x = layer.attention_streams(x, execute, provides_key, [s["kv"][index] for s in states], self.left_chunks)
                 if self.conv_kernel_size:
-                    past = torch.cat([
-                        x.new_zeros(1, self.conv_kernel_size - 1, x.size(2)) if s["conv"][index] is None
-                        else s["conv"][index] for s in states
-                    ])
-                    rows = None
-                    if self.gate_conv:
-                        rows = (gates[:, :, index, CONV] > 0.5).reshape(-1).nonzero().squeeze(1)
-                        rows = None if rows.numel() == valid.numel() else rows
-                    x, past = layer.conv_dense(x, valid, past, rows=rows)
-                    for n, state in enumerate(states):
-                        state["conv"][index] = past[n : n + 1]
+                    x = self._conv_streams(layer, index, x, valid, gates, counts, states)
         x = self.after_norm(x)
         outputs = []
         for n, state in enumerate(states):
@@ -964,6 +972,23 @@ class AmortizedTransformerEncoder(AbsEncoder):
             state["gates"].append(gates[n : n + 1, : lengths[n]])
             outputs.append(x[n : n + 1, : lengths[n]])
         return outputs
+
+    def _conv_streams(self, layer, index: int, x, valid, gates, counts, states) -> torch.Tensor:
+        """Layer ``index``'s convolution unit on one chunk of each stream, with each stream's past inputs."""
+        if len(states) == 1:
+            past = states[0]["conv"][index]
+        else:
+            past = torch.cat([
+                x.new_zeros(1, self.conv_kernel_size - 1, x.size(2)) if state["conv"][index] is None
+                else state["conv"][index] for state in states
+            ])
+        rows = None
+        if self.gate_conv and counts[index][CONV] < valid.numel():
+            rows = (gates[:, :, index, CONV] > 0.5).reshape(-1).nonzero().squeeze(1)
+        x, past = layer.conv_dense(x, valid, past, rows=rows)
+        for n, state in enumerate(states):
+            state["conv"][index] = past if len(states) == 1 else past[n : n + 1]
+        return x
 
 
 def _check_choice(name: str, value: str, choices: Tuple[str, ...]) -> None:

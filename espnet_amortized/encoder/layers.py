@@ -272,29 +272,36 @@ class GatedTransformerLayer(torch.nn.Module):
         the same function with the pointwise layers on those rows only (what the
         MAC counter counts); the depthwise conv runs over the whole window.
         """
+        # Functional calls: at a streaming chunk's 16 frames the modules' call overhead was a large share.
         batch, length, size = x.shape
+        conv_in, conv_out = self.conv_in, self.conv_out
         if rows is None:
             keep = valid.to(x.dtype) if gate is None else valid.to(x.dtype) * gate
-            hidden = F.glu(self.conv_in(self.norm_conv(x)), dim=-1) * keep.unsqueeze(-1)
+            hidden = F.glu(F.linear(self._norm(self.norm_conv, x), conv_in.weight, conv_in.bias), dim=-1)
+            hidden = hidden * keep.unsqueeze(-1)
         else:
             flat = x.reshape(-1, size)
             hidden = x.new_zeros(batch * length, size).index_copy(
-                0, rows, F.glu(self.conv_in(self.norm_conv(flat[rows])), dim=-1)
+                0, rows, F.glu(F.linear(self._norm(self.norm_conv, flat[rows]), conv_in.weight, conv_in.bias), dim=-1)
             ).view(batch, length, size)
         if past is None:
             past = hidden.new_zeros(batch, self.conv_kernel_size - 1, size)
         window = torch.cat([past, hidden], dim=1)
         next_past = window[:, window.size(1) - (self.conv_kernel_size - 1) :]
-        out = self.conv_depthwise(window.transpose(1, 2))  # (B, D, T)
+        depthwise = self.conv_depthwise
+        out = F.conv1d(window.transpose(1, 2), depthwise.weight, depthwise.bias, groups=size)  # (B, D, T)
+        layer_norm = self.conv_norm_type == "layer_norm"
         if rows is not None:
             out = out.transpose(1, 2).reshape(-1, size)[rows]
-            out = self.conv_out(F.silu(self.conv_norm(out)))  # per row: LayerNorm, or BatchNorm's running statistics
+            # per row: LayerNorm, or BatchNorm's running statistics
+            out = self._norm(self.conv_norm, out) if layer_norm else self.conv_norm(out)
+            out = F.linear(F.silu(out), conv_out.weight, conv_out.bias)
             return flat.index_add(0, rows, out).view(batch, length, size), next_past
-        if self.conv_norm_type == "batch_norm":
-            out = self.conv_norm(out).transpose(1, 2)
+        if layer_norm:
+            out = self._norm(self.conv_norm, out.transpose(1, 2))
         else:
-            out = self.conv_norm(out.transpose(1, 2))
-        out = self.dropout(self.conv_out(F.silu(out)))
+            out = self.conv_norm(out).transpose(1, 2)
+        out = F.dropout(F.linear(F.silu(out), conv_out.weight, conv_out.bias), self.dropout.p, self.training)
         return x + (out if gate is None else out * gate.unsqueeze(-1)), next_past
 
     def ffn_dense(self, x: torch.Tensor, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -371,20 +378,27 @@ class GatedTransformerLayer(torch.nn.Module):
         batch, length, size = x.shape
         attn = self.self_attn
         flat = x.reshape(-1, size)
-        query_counts = execute.sum(dim=1)
-        queries = int(query_counts.sum())
-        every = queries == execute.numel()  # every frame of every stream runs: no gather, no scatter
+        query_counts = execute.sum(dim=1).tolist()
+        queries = sum(query_counts)
+        if queries == 0 and provides_key is None:  # no query and no new key: the caches only age
+            for cache in caches:
+                past = cache.visible(left_chunks)
+                cache.store(*(past if past is not None else (None, None)), 0)
+            return x
+        every = queries == batch * length  # every frame of every stream runs: no gather, no scatter
         if every:
-            picked = flat
-        else:
+            query_rows = None
+        elif batch == 1:
+            query_rows = execute.reshape(-1).nonzero().squeeze(1)
+        else:  # and each stream's block of them, left-aligned
             query_rows, query_slots, query_valid = chunk_groups(execute)
-            picked = flat[query_rows]
+        picked = flat if every else flat.index_select(0, query_rows)
         if provides_key is None:  # queries, keys and values from the same rows: one fused projection
             key_counts = query_counts
             weight, bias = self._fused_qkv()
             query, key, value = F.linear(self._norm(self.norm_att, picked), weight, bias).chunk(3, dim=-1)
         else:
-            key_counts = provides_key.sum(dim=1)
+            key_counts = provides_key.sum(dim=1).tolist()
             normed = self._norm(self.norm_att, flat if every else flat[provides_key.reshape(-1)])
             key = F.linear(normed, attn.linear_k.weight, attn.linear_k.bias)
             value = F.linear(normed, attn.linear_v.weight, attn.linear_v.bias)
@@ -395,12 +409,15 @@ class GatedTransformerLayer(torch.nn.Module):
         value = value.reshape(-1, self.heads, self.d_k).transpose(0, 1)
         windows = []
         first = 0
-        for cache, count in zip(caches, key_counts.tolist()):
-            new_key, new_value = key[None, :, first : first + count], value[None, :, first : first + count]
-            first += count
+        for cache, count in zip(caches, key_counts):
             past = cache.visible(left_chunks)
-            if past is not None:
-                new_key, new_value = torch.cat([past[0], new_key], dim=2), torch.cat([past[1], new_value], dim=2)
+            if count:
+                new_key, new_value = key[None, :, first : first + count], value[None, :, first : first + count]
+                first += count
+                if past is not None:
+                    new_key, new_value = torch.cat([past[0], new_key], dim=2), torch.cat([past[1], new_value], dim=2)
+            else:
+                new_key, new_value = past if past is not None else (None, None)
             cache.store(new_key, new_value, count)
             windows.append((new_key, new_value))
         if queries == 0:
@@ -411,9 +428,13 @@ class GatedTransformerLayer(torch.nn.Module):
             context = F.scaled_dot_product_attention(query, window_key, window_value)
             context = context.transpose(1, 2).reshape(-1, size)
         else:
-            widths = torch.tensor([window[0].size(2) for window in windows], device=x.device)
-            window_key = pad_sequence([k[0].transpose(0, 1) for k, _ in windows], batch_first=True).transpose(1, 2)
-            window_value = pad_sequence([v[0].transpose(0, 1) for _, v in windows], batch_first=True).transpose(1, 2)
+            # A stream whose chunk runs no query has a key window (its own chunk provides none) only if its cache has.
+            empty = x.new_zeros(self.heads, 0, self.d_k)
+            widths = torch.tensor([0 if k is None else k.size(2) for k, _ in windows], device=x.device)
+            window_key = pad_sequence([empty.transpose(0, 1) if k is None else k[0].transpose(0, 1) for k, _ in windows],
+                                      batch_first=True).transpose(1, 2)
+            window_value = pad_sequence([empty.transpose(0, 1) if v is None else v[0].transpose(0, 1) for _, v in windows],
+                                        batch_first=True).transpose(1, 2)
             mask = (torch.arange(window_key.size(2), device=x.device) < widths.unsqueeze(1)).unsqueeze(1)  # (N, 1, W)
             if every:
                 query = query.view(batch, length, self.heads, self.d_k).transpose(1, 2)
