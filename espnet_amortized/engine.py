@@ -9,7 +9,8 @@
     text = engine.close("call-17")                    # once engine.finished("call-17")
 
 Streams open and close at any time. ``step`` takes the audio each stream has
-received since the last step and runs the streaming fbank per stream, the
+received since the last step and runs the streaming fbank (one Kaldi fbank
+call for all streams), the
 encoder's ``forward_streams`` (one chunk of every ready stream per batch: the
 executing frames of all streams are gathered per unit, so the frames that the
 arbitrator skips shrink the batched products) and the search's
@@ -28,7 +29,7 @@ from typing import Any, Dict, Hashable, List
 import numpy as np
 import torch
 
-from espnet_amortized.streaming import SAMPLE_RATE, Speech2TextStreaming, StreamingFbank
+from espnet_amortized.streaming import SAMPLE_RATE, Speech2TextStreaming, StreamingFbank, fbank_streams
 
 
 class StreamError(ValueError):
@@ -98,11 +99,11 @@ class StreamingEngine:
             return {}
         streams = [self.streams[sid] for sid in ids]
         start = time.perf_counter()
-        features = []
+        pieces = []
         for stream in streams:
-            samples = torch.cat(stream.pending) if stream.pending else torch.zeros(0)
+            pieces.append(torch.cat(stream.pending) if stream.pending else torch.zeros(0))
             stream.pending = []
-            features.append(self.recognizer.normalize(stream.fbank.accept(samples)))
+        features = [self.recognizer.normalize(f) for f in fbank_streams([s.fbank for s in streams], pieces)]
         encoded_at = time.perf_counter()
         encoded = self.model.encoder.forward_streams(
             features, [stream.encoder_state for stream in streams], [stream.final for stream in streams]

@@ -16,7 +16,7 @@ features (the recipe's models: ``input_size`` set, no frontend).
 """
 
 import time
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -76,14 +76,42 @@ class StreamingFbank:
         self.num_mel_bins = num_mel_bins
         self.buffer = torch.zeros(0)
 
-    def accept(self, samples: torch.Tensor) -> torch.Tensor:
+    def take(self, samples: torch.Tensor) -> Optional[torch.Tensor]:
+        """Buffer samples; returns the samples of every frame now complete (taken from the buffer), or None."""
         self.buffer = torch.cat([self.buffer, samples.float()])
         if self.buffer.numel() < WINDOW:
-            return torch.zeros(0, self.num_mel_bins)
+            return None
         frames = 1 + (self.buffer.numel() - WINDOW) // SHIFT
-        features = kaldi_fbank(self.buffer[: (frames - 1) * SHIFT + WINDOW], self.num_mel_bins)
+        segment = self.buffer[: (frames - 1) * SHIFT + WINDOW]
         self.buffer = self.buffer[frames * SHIFT :]
-        return features
+        return segment
+
+    def accept(self, samples: torch.Tensor) -> torch.Tensor:
+        return fbank_streams([self], [samples])[0]
+
+
+def fbank_streams(fbanks: List[StreamingFbank], pieces: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Each stream's new fbank frames (T_n, num_mel_bins) for its new samples, from one Kaldi fbank call.
+
+    The streams' complete windows are laid end to end, each stream's from a multiple of the frame shift,
+    so that every frame of a stream is a frame of the joint signal (a Kaldi fbank frame depends on its own
+    25 ms only); the frames that straddle two streams are dropped.
+    """
+    segments = [fbank.take(samples) for fbank, samples in zip(fbanks, pieces)]
+    bins = fbanks[0].num_mel_bins if fbanks else 80
+    parts, starts, offset = [], [], 0
+    for segment in segments:
+        starts.append(offset // SHIFT)
+        if segment is None:
+            continue
+        padded = -(-segment.numel() // SHIFT) * SHIFT
+        parts += [segment, segment.new_zeros(padded - segment.numel())]
+        offset += padded
+    features = kaldi_fbank(torch.cat(parts), bins) if parts else None
+    return [
+        torch.zeros(0, bins) if segment is None else features[start : start + 1 + (segment.numel() - WINDOW) // SHIFT]
+        for segment, start in zip(segments, starts)
+    ]
 
 
 class Speech2TextStreaming:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from espnet_amortized.streaming import Speech2TextStreaming, StreamingFbank, kaldi_fbank
+from espnet_amortized.streaming import Speech2TextStreaming, StreamingFbank, fbank_streams, kaldi_fbank
 
 
 def test_streaming_fbank_equals_whole_signal_fbank():
@@ -18,6 +18,22 @@ def test_streaming_fbank_equals_whole_signal_fbank():
     streamed = torch.cat(pieces)
     assert streamed.shape == whole.shape
     torch.testing.assert_close(streamed, whole)
+
+
+def test_fbank_of_many_streams_in_one_call_equals_each_stream_alone():
+    """Streams at different positions, pieces shorter than a window (no frame yet) and empty ones included."""
+    audios = [torch.randn(n) * 0.1 for n in (16000, 3000, 9999)]
+    cuts = [[0, 100, 5000, 5001, 16000], [0, 399, 400, 3000, 3000], [0, 7000, 7000, 9000, 9999]]
+    together, alone = [StreamingFbank() for _ in audios], [StreamingFbank() for _ in audios]
+    outputs = [[] for _ in audios]
+    for step in range(4):
+        pieces = [audio[c[step] : c[step + 1]] for audio, c in zip(audios, cuts)]
+        for n, frames in enumerate(fbank_streams(together, pieces)):
+            torch.testing.assert_close(frames, alone[n].accept(pieces[n]))
+            outputs[n].append(frames)
+    for audio, frames in zip(audios, outputs):
+        torch.testing.assert_close(torch.cat(frames), kaldi_fbank(audio))
+    assert fbank_streams([], []) == []
 
 
 @pytest.mark.parametrize("beam_size", [1, 4])

@@ -23,7 +23,8 @@ that chunks do not all complete on the same step). After ``--warmup_steps``, the
 - step p50/p95 (ms): the time from a piece's arrival to its partial result under load, to compare with the
   piece's duration (the engine keeps up while steps are shorter) and the chunk's;
 - rtf and encoder_rtf: decoder and encoder seconds per audio second; shares of features, encoder, search;
-- compute_ratio_encoder: the encoder MACs that ran over the dense encoder's, of the streams that finished.
+- compute_ratio_encoder: the encoder MACs that ran over the dense encoder's, of the streams that finished
+  after the warm-up and those still open at the end.
 
 Headline figures (issue 14): at N = 1, ``per_frame_efficiency`` (encoder speedup over the baseline /
 theoretical 1 / compute ratio) and ``whole_decoder_speedup`` of the ``--claim_ratio`` setting (the first
@@ -150,8 +151,11 @@ def drive(engine, audios: List[np.ndarray], streams: int, piece: int, stagger: i
                     reports.append(report_)
                 engine.close(current["id"])
                 slots[slot] = None
-    for current in slots:  # the streams still open at the end
+    for current in slots:  # the streams still open at the end: what they ran so far counts too
         if current is not None:
+            report_ = engine.compute_report(current["id"])
+            if report_ is not None:
+                reports.append(report_)
             engine.close(current["id"])
     spent = {part: engine.seconds[part] - seconds_at_warmup[part] for part in engine.seconds}
     return {"step_times": step_times, "seconds": spent, "reports": reports}
@@ -234,7 +238,7 @@ def _row(label: str, model: str, budget, streams: int, piece_s: float, run_: Dic
         "encoder_rtf": spent["encoder"] / audio,
         **{f"{part}_share": seconds / total for part, seconds in spent.items()},
         "compute_ratio_encoder": ratio,
-        "finished_streams": len(reports),
+        "counted_streams": len(reports),
     }
 
 
