@@ -68,7 +68,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min_audio_s", type=float, default=60.0, help="timed audio per setting and N, at least")
     parser.add_argument("--warmup_steps", type=int, default=5)
     parser.add_argument("--max_utterances", type=int, default=200, help="0: the whole set")
-    parser.add_argument("--beam_size", type=int, default=4)
+    parser.add_argument("--beam_size", type=int, default=1, help="1: greedy, the streaming default (conf/decode_streaming.yaml)")
     parser.add_argument("--claim_ratio", type=float, default=0.4,
                         help="the headline setting: the first whose encoder compute ratio is at most this")
     parser.add_argument("--threads", type=int, default=1)
