@@ -179,7 +179,7 @@ def count_macs(
 
 
 def count_streaming_macs(encoder, state: Dict) -> MacReport:
-    """MACs of what ``encoder.forward_chunk`` ran so far for the utterance(s) of ``state``."""
+    """MACs of what ``encoder.forward_chunk`` (or ``forward_streams``) ran so far for the utterance(s) of ``state``."""
     from espnet_amortized.encoder.masks import chunk_attention_mask
 
     gates = torch.cat(state["gates"], dim=1).cpu()  # counting happens on the CPU, wherever the model runs

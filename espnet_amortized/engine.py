@@ -16,8 +16,9 @@ executing frames of all streams are gathered per unit, so the frames that the
 arbitrator skips shrink the batched products) and the search's
 ``step_streams`` (one joint and one prediction-network call per symbol for all
 hypotheses of all streams). Each stream keeps its own fbank buffer, encoder
-state (caches, position) and hypotheses, so its result equals decoding it alone
-with ``Speech2TextStreaming`` (tests/test_engine.py). Bad input to one stream
+state (caches, position) and hypotheses, so its result is that of decoding it
+alone with ``Speech2TextStreaming`` (the same texts in tests/test_engine.py; a
+batched matrix product may differ from one stream's in a float's last bits). Bad input to one stream
 is a ``StreamError`` naming it, raised by ``accept`` before anything changes:
 the other streams go on.
 """
@@ -55,6 +56,8 @@ class StreamingEngine:
 
     def __init__(self, asr_train_config, asr_model_file, **options):
         self.recognizer = Speech2TextStreaming(asr_train_config, asr_model_file, **options)
+        # Search MACs are per utterance in Speech2TextStreaming; batched over streams they are not separable.
+        self.recognizer.search_macs.detach()
         self.model = self.recognizer.model
         self.search = self.recognizer.search
         self.streams: Dict[Hashable, _Stream] = {}
@@ -79,7 +82,15 @@ class StreamingEngine:
             raise StreamError(stream_id, "audio after the final piece")
         if sample_rate != SAMPLE_RATE:
             raise StreamError(stream_id, f"sample rate {sample_rate} Hz; the model takes {SAMPLE_RATE} Hz (resample first)")
-        audio = np.asarray(samples, dtype=np.float32)
+        try:
+            audio = np.asarray(samples)
+        except (TypeError, ValueError) as error:
+            raise StreamError(stream_id, f"samples are not an array of numbers ({error})") from error
+        if audio.dtype.kind not in "fiu":
+            raise StreamError(stream_id, f"samples must be float in [-1, 1], got dtype {audio.dtype}")
+        if audio.dtype.kind in "iu":
+            raise StreamError(stream_id, f"integer samples ({audio.dtype}): scale them to float in [-1, 1] first")
+        audio = audio.astype(np.float32, copy=False)
         if audio.ndim != 1:
             raise StreamError(stream_id, f"audio must be 1-D mono samples, got shape {audio.shape}")
         if audio.size == 0 and not is_final:

@@ -20,6 +20,8 @@ Both searches advance any number of streams at once (``step_streams``: each
 stream its own state and frames; ``step`` is one stream): per frame and symbol,
 one joint-network call and one prediction-network call for every hypothesis of
 every stream, and the beam's candidates chosen by one top-k over all of them.
+Batched products may differ from one stream's in a float's last bits, so a
+stream's hypotheses equal its search alone up to exact near-ties (tested).
 
 ``length_bonus`` (an insertion reward) adds a constant per emitted label to the
 scores that choose among hypotheses: ``log P + length_bonus * len(tokens)``.

@@ -41,7 +41,7 @@ def test_streams_that_join_and_leave_mid_batch_decode_as_each_stream_alone(saved
         if step < 4:
             engine.accept(hung_up, _audio(99, 0.2))
         elif step == 4:
-            assert engine.close(hung_up) == engine.recognizer.to_text([]) or True
+            assert isinstance(engine.close(hung_up), str) and hung_up not in engine.streams
         most = max(most, len(engine.step()))
         for n in list(engine.streams):
             if n != hung_up and engine.finished(n):
@@ -120,3 +120,13 @@ def test_a_soak_of_200_streams_joining_and_leaving_leaks_no_state(saved_model):
 def _live_caches() -> int:
     gc.collect()
     return sum(type(o) is KeyValueCache for o in gc.get_objects())
+
+
+def test_samples_that_are_not_float_audio_are_refused(saved_model):
+    engine = StreamingEngine(*saved_model)
+    engine.open(7)
+    for samples, message in ((np.zeros(800, dtype=np.int16), r"7: integer samples \(int16\)"),
+                             (["a", "b"], "7: samples must be float"), ([[0.1], [0.2, 0.3]], "7: samples are not an array")):
+        with pytest.raises(StreamError, match=message):
+            engine.accept(7, samples)
+    assert not engine.streams[7].pending  # nothing queued

@@ -296,6 +296,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
                 f"each frame's units); got budget_conditioning {budget_conditioning}, decision_unit {decision_unit!r}"
             )
         super().__init__()
+        self.input_size = input_size
         self._output_size = output_size
         self.num_blocks = num_blocks
         self.attention_heads = attention_heads
@@ -814,11 +815,14 @@ class AmortizedTransformerEncoder(AbsEncoder):
             raise ValueError(
                 f"forward_streams: {len(xs)} feature pieces, {len(states)} states and {len(is_final)} is_final flags"
             )
-        for n, (x, state, final) in enumerate(zip(xs, states, is_final)):
-            if x.dim() != 3 or x.size(0) != 1:
-                raise ValueError(f"forward_streams: stream {n}: features must be (1, frames, input_size), got {tuple(x.shape)}")
+        for n, (x, state) in enumerate(zip(xs, states)):  # every stream checked before any changes
+            if x.dim() != 3 or x.size(0) != 1 or x.size(2) != self.input_size:
+                raise ValueError(
+                    f"forward_streams: stream {n}: features must be (1, frames, {self.input_size}), got {tuple(x.shape)}"
+                )
             if state["final"]:
-                raise ValueError(f"forward_streams: stream {n} already had its final piece; start a new state")
+                raise ValueError(f"forward_streams: stream {n} already had its final piece; start a new state (init_state)")
+        for x, state, final in zip(xs, states, is_final):
             self._accept_features(x, state, final)
         outputs: List[List[torch.Tensor]] = [[] for _ in states]
         while True:
@@ -868,14 +872,20 @@ class AmortizedTransformerEncoder(AbsEncoder):
         state["frames"] = rest if rest.size(1) > 0 else None
         return chunk
 
-    def _stream_forced_gates(self, states: List[Dict], length: int, device) -> Optional[torch.Tensor]:
+    def _stream_forced_gates(self, states: List[Dict], lengths: List[int], device) -> Optional[torch.Tensor]:
         """(N, length, num_blocks, U) forced (or frozen) decisions of this chunk of each stream, else None."""
         forced = [state["forced_gates"] for state in states]
         if all(gates is None for gates in forced):
-            return self._frozen_gates(len(states), length, device)
+            return self._frozen_gates(len(states), max(lengths), device)
         if any(gates is None for gates in forced):
-            raise ValueError("forced_gates: give them to every stream of a batch or to none")
-        pieces = [gates[0, state["processed"] : state["processed"] + length] for gates, state in zip(forced, states)]
+            missing = [n for n, gates in enumerate(forced) if gates is None]
+            raise ValueError(f"forced_gates: streams {missing} have none; give them to every stream of a batch or to none")
+        pieces = [gates[0, state["processed"] : state["processed"] + length]
+                  for gates, state, length in zip(forced, states, lengths)]
+        for n, (piece, length) in enumerate(zip(pieces, lengths)):
+            if piece.size(0) < length:
+                end = states[n]["processed"] + length
+                raise ValueError(f"forced_gates: stream {n} has decisions for fewer frames than its chunk ends at ({end})")
         return pad_sequence(pieces, batch_first=True).to(device)
 
     def _stream_decisions(
@@ -887,6 +897,8 @@ class AmortizedTransformerEncoder(AbsEncoder):
         chunks: streams are decided in groups of equal window (a frame's decision does not depend on it
         otherwise; every chunk starts at a multiple of ``chunk_size``).
         """
+        if self.compute_budget is None and not (self.budget_training == "allocate" and budgets is not None):
+            return self._decisions(logits, valid, self.chunk_size, 0, budgets)[1]
         windows: Dict[int, List[int]] = {}
         for n, start in enumerate(starts):
             window = start // self.chunk_size
@@ -906,9 +918,9 @@ class AmortizedTransformerEncoder(AbsEncoder):
     def _process_streams(self, chunks: List[torch.Tensor], states: List[Dict]) -> List[torch.Tensor]:
         """One chunk (1, C_n, D) of each of N streams through the layers; returns each stream's outputs.
 
-        The decisions go to Python once per chunk (how many frames run each unit): a unit that no frame runs
-        costs nothing, one that every frame runs needs no gather/scatter. One stream (batch 1) needs no
-        stacking of its caches.
+        How many frames run each unit goes to Python once per chunk (and each stream's count per attention
+        unit): a unit that no frame runs costs nothing, one that every frame runs needs no gather/scatter.
+        One stream (batch 1) needs no stacking of its caches.
         """
         lengths = [chunk.size(1) for chunk in chunks]
         batch, length = len(chunks), max(lengths)
@@ -923,7 +935,7 @@ class AmortizedTransformerEncoder(AbsEncoder):
             valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
         else:
             valid = torch.arange(length, device=x.device) < torch.tensor(lengths, device=x.device).unsqueeze(1)
-        forced = self._stream_forced_gates(states, length, x.device)
+        forced = self._stream_forced_gates(states, lengths, x.device)
         gates = None
         if not self.gated:
             gates = valid[:, :, None, None].to(x.dtype).expand(-1, -1, self.num_blocks, 2)

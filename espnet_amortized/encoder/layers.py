@@ -369,8 +369,8 @@ class GatedTransformerLayer(torch.nn.Module):
     ) -> torch.Tensor:
         """MHSA for one chunk x (N, C, D) of each of N streams, for the frames with ``execute`` (N, C) bool.
 
-        Keys/values are projected for the frames with ``provides_key`` (N, C) bool (None: the executing
-        ones) and come also from ``caches[n]``, stream n's keys of its visible left chunks (``left_chunks``);
+        Keys/values are projected for the frames with ``provides_key`` (N, C) bool, which includes every
+        executing frame (None: the executing ones) and come also from ``caches[n]``, stream n's keys of its visible left chunks (``left_chunks``);
         every frame of a chunk sees every key of its stream's window. The selected frames of all streams go
         through one set of projections and one batched attention (the windows padded to the longest), so
         the skipped frames of every stream shrink the products. Each cache gets its stream's new keys.
@@ -393,7 +393,7 @@ class GatedTransformerLayer(torch.nn.Module):
         else:  # and each stream's block of them, left-aligned
             query_rows, query_slots, query_valid = chunk_groups(execute)
         picked = flat if every else flat.index_select(0, query_rows)
-        if provides_key is None:  # queries, keys and values from the same rows: one fused projection
+        if provides_key is None or every:  # queries, keys and values from the same rows: one fused projection
             key_counts = query_counts
             weight, bias = self._fused_qkv()
             query, key, value = F.linear(self._norm(self.norm_att, picked), weight, bias).chunk(3, dim=-1)

@@ -39,7 +39,6 @@ def test_benchmark_runs_every_setting_at_every_n_and_reports_the_headline(saved_
         assert row["features_share"] + row["encoder_share"] + row["search_share"] == pytest.approx(1.0)
         assert row["counted_streams"] > 0
     assert rows[("dense", 1)]["compute_ratio_encoder"] == pytest.approx(1.0)
-    assert rows[("dense", 3)]["speedup"] == pytest.approx(1.0)
     # the tiny model's conv2d front-end always runs: 0.3 lands near 0.95 (the claim ratio in this test is 0.99)
     assert rows[("amortized@0.3", 1)]["compute_ratio_encoder"] < rows[("amortized@1", 1)]["compute_ratio_encoder"]
     headline = result["headline"]

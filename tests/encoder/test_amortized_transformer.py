@@ -105,7 +105,7 @@ STREAMING_CASES = [
 ]
 
 
-# Batch 1 takes the lean single-utterance path, batch 2 the general one: both must equal the full forward.
+# Batch 1 is one stream, batch 2 two streams of forward_streams: both must equal the full forward.
 @pytest.mark.parametrize(
     "variant,front_end", STREAMING_CASES, ids=[f"{f}-{'-'.join(map(str, v))}" for v, f in STREAMING_CASES]
 )
@@ -778,10 +778,26 @@ def test_forward_streams_checks_its_input():
     state = encoder.init_state()
     with pytest.raises(ValueError, match="2 feature pieces, 1 states"):
         encoder.forward_streams([torch.randn(1, 9, 80)] * 2, [state], [False])
-    with pytest.raises(ValueError, match=r"stream 0: features must be \(1, frames, input_size\)"):
+    with pytest.raises(ValueError, match=r"stream 0: features must be \(1, frames, 80\), got \(2, 9, 80\)"):
         encoder.forward_streams([torch.randn(2, 9, 80)], [state], [False])
     encoder.forward_streams([torch.randn(1, 9, 80)], [state], [True])
     with pytest.raises(ValueError, match="stream 0 already had its final piece"):
         encoder.forward_streams([torch.randn(1, 9, 80)], [state], [False])
     with pytest.raises(RuntimeError, match="encoder.eval"):
         encoder.train().forward_streams([torch.randn(1, 9, 80)], [encoder.init_state()], [False])
+
+
+def test_forward_streams_checks_every_stream_before_changing_any():
+    """A bad piece for one stream (wrong feature size) is refused before the other streams take theirs."""
+    encoder = small_encoder().eval()
+    good, bad = encoder.init_state(), encoder.init_state()
+    with pytest.raises(ValueError, match=r"stream 1: features must be \(1, frames, 80\), got \(1, 9, 40\)"):
+        encoder.forward_streams([torch.randn(1, 9, 80), torch.randn(1, 9, 40)], [good, bad], [False, False])
+    assert good["feature_frames"] == 0 and not good["features"]
+    gates = torch.ones(1, 3, 3, 2)  # decisions for 3 frames; the chunk ends at frame 4
+    with pytest.raises(ValueError, match="forced_gates: stream 0 has decisions for fewer frames than its chunk"):
+        encoder.forward_streams([torch.randn(1, 40, 80)], [encoder.init_state(forced_gates=gates)], [False])
+    with pytest.raises(ValueError, match=r"forced_gates: streams \[1\] have none"):
+        encoder.forward_streams([torch.randn(1, 40, 80)] * 2,
+                                [encoder.init_state(forced_gates=torch.ones(1, 9, 3, 2)), encoder.init_state()],
+                                [False, False])
