@@ -53,3 +53,22 @@ def test_dense_from_must_name_a_model(saved_model, tmp_path):
     with pytest.raises(ValueError, match="--dense_from other: not one of --models"):
         multistream_speed.main(["--models", f"a={saved_model[0].parent}", "--model_file", "model.pth",
                                 "--dense_from", "other", "--data", str(_wav_data(tmp_path))])
+
+
+def test_committed_wall_clock_figures_follow_the_schema_and_results_cites_them():
+    """egs/sweep/results/wallclock.json holds issue 14's headline figures with the machine and the command;
+    RESULTS.md reports each of them (a figure changed in one and not the other fails here)."""
+    import pathlib
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    document = json.loads((repo / "egs" / "sweep" / "results" / "wallclock.json").read_text())
+    assert {"per_frame_efficiency", "whole_decoder_speedup", "multistream_speedup_n32", "machine", "command",
+            "claim_setting", "rows"} <= set(document)
+    assert document["command"].startswith("python -m espnet_amortized.benchmarks.multistream_speed")
+    results = (repo / "RESULTS.md").read_text()
+    for key in ("per_frame_efficiency", "whole_decoder_speedup", "multistream_speedup_n32"):
+        assert f"{document[key]:.2f}" in results, key
+    rows = {(row["setting"], row["streams"]): row for row in document["rows"]}
+    claim = rows[(document["claim_setting"], 1)]
+    assert claim["compute_ratio_encoder"] <= 0.4  # ">= 60% less compute"
+    assert document["whole_decoder_speedup"] == pytest.approx(claim["speedup"])
