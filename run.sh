@@ -53,12 +53,13 @@ plot_also=""                  # stage 6: committed summary.json files drawn in t
 nbpe=128
 train_args=""                 # extra ESPnet options for every training, e.g. "--max_epoch 1"
 train_jobs=0                  # trainings at once (0: all side by side)
+train_procs=1                 # data-parallel processes per training on the CPU (gloo, torch.distributed.run); GPUs: --ngpu
 datadir=data
 expdir=exp
 dumpdir=dump
 
 options="stage stop_stage ngpu nj corpus synthetic_size librispeech_root librispeech_subsets download_dir
-  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets frozen_budgets inference_model plot_also nbpe train_args train_jobs datadir expdir dumpdir"
+  train_set train_subsets speed_perturb_factors valid_set test_sets train_config decode_config decode_mode gate_thresholds compute_budgets frozen_budgets inference_model plot_also nbpe train_args train_jobs train_procs datadir expdir dumpdir"
 invocation="$0 $*"  # before the options are consumed: exp/run.sh.cmd and summary.json record it
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -196,8 +197,11 @@ if run_stage 2; then
     out="${dumpdir}/fbank/${set}"
     if ! done_for_corpus "${out}/.done"; then
       log "stage 2: fbank ${set} (${nj} jobs)"
+      features=(python "${repo}/local/features.py" --data "${datadir}/${set}" --out "${out}" --nj "${nj}")
+      ${train_cmd} JOB=1:"${nj}" "${out}/log/fbank.JOB.log" "${features[@]}" --job JOB \
+        || { log "stage 2: fbank ${set} failed: see ${out}/log/fbank.*.log"; exit 1; }
       cmvn=(); [ "${set}" = "${train_sp_set}" ] && cmvn=(--cmvn_out "${out}/cmvn.npz")
-      python "${repo}/local/features.py" --data "${datadir}/${set}" --out "${out}" --nj "${nj}" "${cmvn[@]}"
+      "${features[@]}" --merge "${cmvn[@]}"
       mark_done "${out}/.done"
     fi
   done
@@ -237,9 +241,10 @@ if run_stage 4; then
     mkdir -p "${exp}"
     # Models train side by side, one thread each (ESPnet resumes an interrupted run).
     # shellcheck disable=SC2086
-    ${train_cmd} --num_threads 1 --gpu "${ngpu}" "${exp}/launch.log" \
+    ${train_cmd} --num_threads "${train_procs}" --gpu "${ngpu}" "${exp}/launch.log" \
       python -m espnet_amortized.recipe.espnet_jobs train --config "${config}" "${data_args[@]}" \
-        --stats_dir "$(stats_dir_of "${config}")" --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 -- ${train_args} \
+        --stats_dir "$(stats_dir_of "${config}")" --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 \
+        --num_procs "${train_procs}" -- ${train_args} \
       && touch "${exp}/.done" &
     pids+=($!)
     if [ "${train_jobs}" -gt 0 ] && [ "${#pids[@]}" -ge "${train_jobs}" ]; then

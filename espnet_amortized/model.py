@@ -14,6 +14,19 @@ from espnet_amortized.loss import check_compute_options, compute_regularizer
 ESPnetASRModel = espnet_asr_model_class()
 
 
+
+def all_ranks_sum(tensor: torch.Tensor, device) -> torch.Tensor:
+    """``tensor`` summed over the ranks of the default process group (itself without one)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor
+    if torch.distributed.get_world_size() == 1:
+        return tensor
+    # NCCL reduces on the GPU; gloo on either.
+    if torch.distributed.get_backend() == "nccl":
+        tensor = tensor.to(device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.cpu()
+
 class AmortizedESPnetASRModel(ESPnetASRModel):
     """``L = L_asr + compute_weight * R`` in training, where R is the expected compute term.
 
@@ -186,14 +199,22 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
 
     @torch.no_grad()
     def count_update(self) -> None:
-        """One optimizer update done: advance the counter and take the multipliers' dual-ascent step."""
+        """One optimizer update done: advance the counter and take the multipliers' dual-ascent step.
+
+        Under data-parallel training each rank sees its share of the global batch: the per-bin sums and
+        counts are summed over the ranks first, so every rank takes the same step, the one a single process
+        takes on the whole batch (and the multipliers stay equal on every rank without a broadcast).
+        """
         violations, self._violations_since_update = self._violations_since_update, []
-        if self.compute_regularizer == "budget" and not self.warming_up and violations:
-            values = torch.cat([v for v, _ in violations]).to(torch.float64).cpu()
-            bins = torch.cat([b for _, b in violations]).cpu()
+        if self.compute_regularizer == "budget" and not self.warming_up:
             count = self.compute_multiplier.numel()
-            sizes = torch.bincount(bins, minlength=count).to(torch.float64)
-            means = torch.zeros(count, dtype=torch.float64).index_add(0, bins, values) / sizes.clamp(min=1.0)
+            totals = torch.zeros(2, count, dtype=torch.float64)  # per bin: sum of violations, utterances
+            if violations:
+                bins = torch.cat([b for _, b in violations]).cpu()
+                totals[0].index_add_(0, bins, torch.cat([v for v, _ in violations]).to(torch.float64).cpu())
+                totals[1] = torch.bincount(bins, minlength=count).to(torch.float64)
+            totals = all_ranks_sum(totals, self.compute_multiplier.device)
+            means = totals[0] / totals[1].clamp(min=1.0)
             step = (self.compute_multiplier_rate * means).reshape(self.compute_multiplier.shape)
             self.compute_multiplier += step.to(self.compute_multiplier.device)  # bins without utterances: 0
         self.num_updates += 1

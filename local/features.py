@@ -10,6 +10,14 @@ its ark and scp under temporary names and renames them when complete, with a
 rerun only redoes unfinished jobs. Audio is downmixed and resampled to
 16 kHz. With ``--cmvn_out`` the global mean/variance statistics are saved in
 ESPnet's ``global_mvn`` format (npz: count, sum, sum_square).
+
+The recipe runs the jobs through its job launcher (cmd.sh: run.py here, an
+array job on Slurm), then merges them::
+
+    run.py JOB=1:2 dump/fbank/x/log/fbank.JOB.log python local/features.py --data data/x --out dump/fbank/x --nj 2 --job JOB
+    python local/features.py --data data/x --out dump/fbank/x --nj 2 --merge
+
+Without ``--job`` or ``--merge`` it runs every job here (``--nj`` processes) and merges.
 """
 
 import argparse
@@ -89,23 +97,50 @@ def _run_job(job):
     return index
 
 
-def extract(data: pathlib.Path, out: pathlib.Path, nj: int = 1) -> pathlib.Path:
+def _jobs(data: pathlib.Path, out: pathlib.Path, nj: int):
+    """The entries of ``data`` and the nj jobs' (index, entries, out, position); job i takes every nj-th from i."""
+    if nj < 1:
+        raise ValueError(f"--nj must be >= 1, got {nj}")
     entries = read_scp(data / "wav.scp")
     if not entries:
         raise ValueError(f"{data / 'wav.scp'} is empty")
+    return entries, [(i + 1, entries[i::nj], str(out.resolve()), i) for i in range(nj)]
+
+
+def extract_job(data: pathlib.Path, out: pathlib.Path, nj: int, job: int) -> None:
+    """Job ``job`` (1..nj) of ``nj``: its ark, scp and shapes (an empty share when nj exceeds the utterances)."""
+    if not 1 <= job <= nj:
+        raise ValueError(f"--job must be in 1..{nj} (--nj), got {job}")
     out.mkdir(parents=True, exist_ok=True)
-    nj = max(1, min(nj, len(entries)))
-    splits = [entries[i::nj] for i in range(nj)]
-    jobs = [(i + 1, split, str(out.resolve()), i) for i, split in enumerate(splits)]
+    _run_job(_jobs(data, out, nj)[1][job - 1][:3] + (0,))
+
+
+def extract(data: pathlib.Path, out: pathlib.Path, nj: int = 1) -> pathlib.Path:
+    """Every job here (nj processes), then :func:`merge`."""
+    _, jobs = _jobs(data, out, nj)
+    out.mkdir(parents=True, exist_ok=True)
     if nj == 1:
         for job in jobs:
             _run_job(job)
     else:
         with multiprocessing.get_context("fork").Pool(nj) as pool:
             pool.map(_run_job, jobs)
+    return merge(data, out, nj)
+
+
+def merge(data: pathlib.Path, out: pathlib.Path, nj: int) -> pathlib.Path:
+    """feats.scp and feats_shape in wav.scp's order from the nj jobs' files, and the data dir's other files."""
+    entries, _ = _jobs(data, out, nj)
+    unfinished = [str(out / f"feats.{i}.done") for i in range(1, nj + 1) if not (out / f"feats.{i}.done").exists()]
+    if unfinished:
+        raise RuntimeError(f"{len(unfinished)} of {nj} fbank job(s) did not finish: no {', '.join(unfinished)}")
     order = {key: n for n, (key, _) in enumerate(entries)}
-    for name, pattern in (("feats.scp", "feats.*.scp"), ("feats_shape", "feats.*.shape")):
-        lines = [line for f in sorted(out.glob(pattern)) for line in f.read_text().splitlines() if line]
+    for name, suffix in (("feats.scp", "scp"), ("feats_shape", "shape")):
+        parts = [out / f"feats.{i}.{suffix}" for i in range(1, nj + 1)]
+        lines = [line for f in parts for line in f.read_text().splitlines() if line]
+        if len(lines) != len(entries):
+            raise RuntimeError(f"{out}: the {nj} jobs' {suffix} files hold {len(lines)} utterances, "
+                               f"{data / 'wav.scp'} {len(entries)}: were they made with another --nj? Delete {out}")
         lines.sort(key=lambda line: order[line.split(maxsplit=1)[0]])
         temporary = out / f".{name}.tmp"
         temporary.write_text("".join(line + "\n" for line in lines))
@@ -138,11 +173,19 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=pathlib.Path, required=True, help="data dir with wav.scp")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="dump dir to write")
-    parser.add_argument("--nj", type=int, default=1)
-    parser.add_argument("--cmvn_out", type=pathlib.Path, help="also write global CMVN stats here (.npz)")
+    parser.add_argument("--nj", type=int, default=1, help="jobs the utterances are split over")
+    step = parser.add_mutually_exclusive_group()
+    step.add_argument("--job", type=int, help="run only this job (1..nj), e.g. as an array task")
+    step.add_argument("--merge", action="store_true", help="only merge the finished jobs' files")
+    parser.add_argument("--cmvn_out", type=pathlib.Path, help="also write global CMVN stats here (.npz; with the merge)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (features) %(message)s")
-    scp = extract(args.data, args.out, args.nj)
+    if args.job is not None:
+        if args.cmvn_out:
+            parser.error("--cmvn_out needs every job: pass it with --merge")
+        extract_job(args.data, args.out, args.nj, args.job)
+        return
+    scp = merge(args.data, args.out, args.nj) if args.merge else extract(args.data, args.out, args.nj)
     if args.cmvn_out:
         global_cmvn(scp, args.cmvn_out)
 

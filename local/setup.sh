@@ -12,8 +12,10 @@ python=${PYTHON:-python3.11}
 command -v "${python}" >/dev/null 2>&1 || python=python3
 
 # 1. System packages: espeak-ng, flite and festival (with three English voices) synthesise the
-#    offline corpus, flac/sox handle audio, g++ builds pyworld (an ESPnet dependency) from source.
-apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac sox libsndfile1 g++)
+#    offline corpus, flac/sox handle audio, g++ builds pyworld (an ESPnet dependency) from source;
+#    slurm-wlm and munge run the tests' single-node Slurm cluster (no service is started here).
+apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac sox libsndfile1 g++
+  slurm-wlm munge)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q "install ok installed" || missing+=("${p}")

@@ -2,7 +2,9 @@
 """Run a command on a Slurm cluster, like Kaldi's slurm.pl: ``slurm.py [options] [JOB=1:N] LOG CMD...``.
 
 Writes an sbatch script next to LOG (an array job for ``JOB=1:N``) and
-submits it with ``sbatch --wait``, so the recipe waits as with run.py.
+submits it with ``sbatch --wait``, so the recipe waits as with run.py. Each
+log starts with the command line and ends with its exit code, as run.py's do;
+when a job fails, slurm.py exits non-zero and names the failed tasks' logs.
 ``--print`` shows the script without submitting.
 """
 
@@ -12,6 +14,8 @@ import re
 import shlex
 import subprocess
 import sys
+
+ENDED = "# ended at"
 
 
 def build_script(args, jobs, log_pattern, command) -> str:
@@ -28,7 +32,7 @@ def build_script(args, jobs, log_pattern, command) -> str:
     if jobs:
         lines.append(f"#SBATCH --array={jobs[0]}-{jobs[1]}")
     lines.append(f"#SBATCH --output={log}")
-    lines += ["set -euo pipefail", f"export OMP_NUM_THREADS={args.num_threads} MKL_NUM_THREADS={args.num_threads}"]
+    lines += ["set -uo pipefail", f"export OMP_NUM_THREADS={args.num_threads} MKL_NUM_THREADS={args.num_threads}"]
     task = '"${SLURM_ARRAY_TASK_ID}"'
 
     def quote(argument: str) -> str:  # JOB becomes the array index, outside any quotes
@@ -37,9 +41,28 @@ def build_script(args, jobs, log_pattern, command) -> str:
         return task.join(shlex.quote(piece) if piece else "" for piece in argument.split("JOB")) or "''"
 
     quoted = " ".join(quote(part) for part in command)
-    lines.append(f"cd {shlex.quote(str(pathlib.Path.cwd()))}")
+    lines.append(f"cd {shlex.quote(str(pathlib.Path.cwd()))} || exit 1")
+    lines.append(f"echo '#' {quoted}")
+    lines.append('echo "# started at $(date) on $(hostname)"')
     lines.append(quoted)
+    lines.append("code=$?")
+    lines.append(f'echo "{ENDED} $(date) with exit code ${{code}}"')
+    lines.append('exit "${code}"')
     return "\n".join(lines) + "\n"
+
+
+def failed_logs(log_pattern: str, jobs) -> list:
+    """The logs of the tasks that did not end with exit code 0 (or never ended: killed, never started)."""
+    logs = [log_pattern.replace("JOB", str(j)) for j in range(jobs[0], jobs[1] + 1)] if jobs else [log_pattern]
+    failed = []
+    for log in logs:
+        try:
+            last = [line for line in pathlib.Path(log).read_text(errors="replace").splitlines() if line.startswith(ENDED)]
+        except OSError:
+            last = []
+        if not last or not last[-1].endswith(" with exit code 0"):
+            failed.append(log)
+    return failed
 
 
 def main(argv=None) -> int:
@@ -66,7 +89,18 @@ def main(argv=None) -> int:
     path = pathlib.Path(rest[0].replace("JOB", "array") + ".sbatch")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(script)
-    return subprocess.run(["sbatch", "--wait", str(path)]).returncode
+    try:
+        code = subprocess.run(["sbatch", "--wait", str(path)]).returncode
+    except FileNotFoundError:
+        print("slurm.py: sbatch is not on PATH (is this a Slurm submit host?)", file=sys.stderr)
+        return 1
+    if code != 0:
+        failed = failed_logs(rest[0], jobs)
+        total = jobs[1] - jobs[0] + 1 if jobs else 1
+        named = ", ".join(failed) if failed else f"none of the logs says why; see {path} and the Slurm job's state"
+        print(f"slurm.py: {len(failed)} of {total} job(s) failed (sbatch exit code {code}); see {named}", file=sys.stderr)
+        return code
+    return 0
 
 
 if __name__ == "__main__":

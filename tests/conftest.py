@@ -2,7 +2,9 @@
 
 import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -112,3 +114,46 @@ def saved_model(tmp_path_factory):
     (out / "config.yaml").write_text(yaml.safe_dump(vars(args)))
     torch.save(model.state_dict(), out / "model.pth")
     return out / "config.yaml", out / "model.pth"
+
+
+# One short epoch; the configs' learning-rate schedule is shortened with it (the recipe refuses a
+# schedule that does not end on the last update).
+TINY_TRAINING = ("--max_epoch 1 --num_iters_per_epoch 4 --batch_bins 200000 --num_workers 0 "
+                 "--scheduler_conf warmup_steps_list=[0,2,4] --scheduler_conf warmup_lr_list=[0.0,0.005,0.00005]")
+
+
+def run_tiny_recipe(work, *args, env=None):
+    command = ["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--nj", "2", "--nbpe", "48",
+               "--train_args", TINY_TRAINING, *args]
+    result = subprocess.run(command, cwd=work, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        pytest.fail(f"run.sh {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
+    return result.stderr
+
+
+@pytest.fixture(scope="session")
+def recipe(tmp_path_factory):
+    work = tmp_path_factory.mktemp("recipe run")  # a space in every path
+    log = run_tiny_recipe(work)
+    return work, log
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A single-node Slurm cluster on this machine (tests/slurm_cluster.py), stopped after the session.
+
+    Skipped, with the reason, only where Slurm cannot start; under CI (CI=true) that is a failure instead.
+    """
+    from tests.slurm_cluster import SlurmCluster, SlurmUnavailable
+
+    root = pathlib.Path(tempfile.mkdtemp(prefix="slurm_"))  # slurm.conf takes no spaces
+    try:
+        cluster = SlurmCluster(root).start()
+    except SlurmUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Slurm could not start under CI: {error}")
+        pytest.skip(f"Slurm cannot start on this machine: {error}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -10,26 +10,7 @@ import pytest
 from make_synthetic_librispeech import CORPUS_VERSION
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-# One short epoch; the configs' learning-rate schedule is shortened with it (the recipe refuses a
-# schedule that does not end on the last update).
-TINY_TRAINING = ("--max_epoch 1 --num_iters_per_epoch 4 --batch_bins 200000 --num_workers 0 "
-                 "--scheduler_conf warmup_steps_list=[0,2,4] --scheduler_conf warmup_lr_list=[0.0,0.005,0.00005]")
-
-
-def _run(work, *args):
-    command = ["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--nj", "2", "--nbpe", "48",
-               "--train_args", TINY_TRAINING, *args]
-    result = subprocess.run(command, cwd=work, capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"run.sh {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
-    return result.stderr
-
-
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
-    work = tmp_path_factory.mktemp("recipe run")  # a space in every path
-    log = _run(work)
-    return work, log
+from tests.conftest import run_tiny_recipe as _run  # noqa: E402  (the recipe fixture is in conftest)
 
 
 def test_all_stages_produce_their_outputs(recipe):
@@ -109,6 +90,37 @@ def test_egs_entry_points_select_the_corpus(corpus, train_set):
     assert result.returncode == 0
     options = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.startswith("  --") and len(line.split(None, 1)) == 2)
     assert options["--corpus"].strip() == "librispeech" and options["--train_set"].strip() == train_set
+
+
+# The RNN-T loss's joint tensor, (utterances, encoder frames, tokens + 1, vocabulary) floats, for a batch of the
+# longest training utterances (numel batching sorts by length): frames = batch_bins / 80 fbank bins, 40 ms encoder
+# frames, ASSUMED token rates (BPE pieces per second of LibriSpeech speech: ~2.7 words/s at ~1.3 pieces/word for
+# 5,000 pieces, ~1.9 for 500); the longest train-clean-100 utterance is ~24.5 s.
+LONGEST_SECONDS = 24.5
+TOKENS_PER_SECOND = {500: 5.1, 5000: 3.5}
+
+
+def joint_bytes(batch_bins: int, nbpe: int, joint_space_size: int) -> float:
+    """float32 bytes of the joint network's output, its gradient and its hidden layer (before and after tanh)."""
+    frames = batch_bins / 80
+    utterances = frames / (100 * LONGEST_SECONDS)
+    lattice = utterances * (25 * LONGEST_SECONDS) * (TOKENS_PER_SECOND[nbpe] * LONGEST_SECONDS + 1)
+    return 4 * lattice * (2 * nbpe + 2 * joint_space_size)
+
+
+@pytest.mark.parametrize("corpus", ["librispeech_100", "librispeech"])
+def test_librispeech_entry_points_keep_the_transducer_joint_tensor_within_one_80gb_gpu(corpus):
+    """With --ngpu 1 the whole batch is on one GPU: at 5,000 pieces the joint tensor alone would take ~185 GB, at 500 ~41 GB."""
+    import re
+
+    import yaml
+
+    nbpe = int(re.search(r"--nbpe (\d+)", (REPO / "egs" / corpus / "run.sh").read_text()).group(1))
+    for name in ("train_dense_librispeech.yaml", "train_amortized_librispeech.yaml"):
+        config = yaml.safe_load((REPO / "conf" / "tuning" / name).read_text())
+        size = config["joint_net_conf"]["joint_space_size"]
+        assert joint_bytes(config["batch_bins"], nbpe, size) < 60e9  # the encoder's activations need the rest
+        assert joint_bytes(config["batch_bins"], 5000, size) > 150e9
 
 
 def test_decoding_at_a_list_of_gate_thresholds(recipe):

@@ -10,6 +10,6 @@ exec ../../run.sh \
   --librispeech_subsets "train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other" \
   --train_set train_960 --train_subsets "train-clean-100 train-clean-360 train-other-500" \
   --valid_set dev_clean --test_sets "test_clean test_other dev_other" \
-  --nbpe 5000 \
+  --nbpe 500 \
   --train_config "../../conf/tuning/train_dense_librispeech.yaml ../../conf/tuning/train_amortized_librispeech.yaml" \
   "$@"

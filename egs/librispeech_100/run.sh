@@ -10,6 +10,6 @@ exec ../../run.sh \
   --librispeech_subsets "train-clean-100 dev-clean test-clean test-other" \
   --train_set train_clean_100 --train_subsets train-clean-100 \
   --valid_set dev_clean --test_sets "test_clean test_other" \
-  --nbpe 5000 \
+  --nbpe 500 \
   --train_config "../../conf/tuning/train_dense_librispeech.yaml ../../conf/tuning/train_amortized_librispeech.yaml" \
   "$@"

@@ -214,15 +214,33 @@ def train(
     ngpu: int = 0,
     extra: Iterable[str] = (),
     threads: Optional[int] = None,
+    num_procs: int = 1,
 ) -> pathlib.Path:
-    """ESPnet training (resumes from ``exp_dir/checkpoint.pth`` when it exists), by the config's task."""
+    """ESPnet training (resumes from ``exp_dir/checkpoint.pth`` when it exists), by the config's task.
+
+    ``num_procs`` > 1: data-parallel training on the CPU, ``num_procs`` processes on this machine started by
+    torch's own launcher (``torch.distributed.run``), each running ESPnet's trainer with
+    ``--multiprocessing_distributed false --dist_backend gloo``: ESPnet gives each rank its share of every
+    batch and DistributedDataParallel averages the gradients. (With GPUs, ``--ngpu N`` is ESPnet's own
+    one-process-per-GPU mode.)
+    """
+    if num_procs < 1:
+        raise ValueError(f"num_procs must be >= 1, got {num_procs}")
+    if num_procs > 1 and ngpu > 0:
+        raise ValueError(f"num_procs {num_procs} is data parallelism on the CPU; with GPUs pass --ngpu {ngpu} alone "
+                         "(ESPnet starts one process per GPU)")
     _check_checkpoint(exp_dir)
     args = ["--config", config, "--output_dir", exp_dir, "--ngpu", ngpu, "--resume", "true"]
     args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
     for split in ("train", "valid"):
         args += [f"--{split}_shape_file", stats_dir / split / "speech_shape"]
         args += [f"--{split}_shape_file", stats_dir / split / f"text_shape.{token_type}"]
-    run_logged(TRAIN_MODULES[task_of(config)], args + list(extra), exp_dir / "train.log", threads)
+    module, args = TRAIN_MODULES[task_of(config)], args + list(extra)
+    if num_procs > 1:
+        args = ["--standalone", "--nproc_per_node", num_procs, "--module", module, *args,
+                "--multiprocessing_distributed", "false", "--dist_backend", "gloo"]
+        module = "torch.distributed.run"
+    run_logged(module, args, exp_dir / "train.log", threads)
     return exp_dir
 
 
@@ -279,6 +297,8 @@ def get_parser():
             command.add_argument("--exp_dir", type=pathlib.Path, required=True)
             command.add_argument("--ngpu", type=int, default=0)
             command.add_argument("--threads", type=int)
+            command.add_argument("--num_procs", type=int, default=1,
+                                 help="data-parallel processes on the CPU (gloo), started by torch.distributed.run")
     return parser
 
 
@@ -309,7 +329,7 @@ def main(argv=None) -> None:
     else:
         train(
             args.config, train_dir, valid_dir, args.token_list, args.stats_dir, args.exp_dir,
-            ngpu=args.ngpu, extra=extra, threads=args.threads, **common,
+            ngpu=args.ngpu, extra=extra, threads=args.threads, num_procs=args.num_procs, **common,
         )
 
 

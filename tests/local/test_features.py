@@ -69,3 +69,43 @@ def test_kill_midway_then_rerun_gives_complete_readable_features(data_dir, tmp_p
     assert len(entries) == 150 * len(lines)
     assert all(features.shape[1] == 80 and np.isfinite(features).all() for _, features in entries)
     assert not list(out.glob("*.tmp"))
+
+
+def _features(*args):
+    return subprocess.run([sys.executable, str(LOCAL / "features.py"), *map(str, args)], capture_output=True, text=True)
+
+
+def test_jobs_run_one_by_one_then_merged_equal_the_all_in_one_run(data_dir, tmp_path):
+    """The recipe's path: each job as its own process (an array task), then --merge, as extract() in one call."""
+    whole = extract(data_dir, tmp_path / "whole", nj=3)
+    out = tmp_path / "jobs"
+    for job in (3, 1, 2):  # array tasks finish in any order
+        assert _features("--data", data_dir, "--out", out, "--nj", 3, "--job", job).returncode == 0
+    merged = _features("--data", data_dir, "--out", out, "--nj", 3, "--merge", "--cmvn_out", out / "cmvn.npz")
+    assert merged.returncode == 0, merged.stderr
+    assert [key for key, _ in kaldiio.load_scp_sequential(str(out / "feats.scp"))] == \
+        [key for key, _ in kaldiio.load_scp_sequential(str(whole))]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(kaldiio.load_scp_sequential(str(out / "feats.scp")),
+                                                               kaldiio.load_scp_sequential(str(whole))))
+    assert (out / "feats_shape").read_text() == (whole.parent / "feats_shape").read_text()
+    assert (out / "cmvn.npz").is_file()
+
+
+def test_a_merge_before_every_job_finished_names_the_missing_jobs(data_dir, tmp_path):
+    out = tmp_path / "dump"
+    assert _features("--data", data_dir, "--out", out, "--nj", 3, "--job", 2).returncode == 0
+    merged = _features("--data", data_dir, "--out", out, "--nj", 3, "--merge")
+    assert merged.returncode != 0
+    assert "2 of 3 fbank job(s) did not finish" in merged.stderr and "feats.1.done" in merged.stderr
+    assert "feats.3.done" in merged.stderr and not (out / "feats.scp").exists()
+    refused = _features("--data", data_dir, "--out", out, "--nj", 3, "--job", 4)
+    assert refused.returncode != 0 and "--job must be in 1..3" in refused.stderr
+    mixed = _features("--data", data_dir, "--out", out, "--nj", 3, "--job", 1, "--cmvn_out", out / "c.npz")
+    assert mixed.returncode != 0 and "--cmvn_out needs every job" in mixed.stderr
+
+
+def test_more_jobs_than_utterances_leave_the_extra_jobs_empty(data_dir, tmp_path):
+    utterances = len((data_dir / "wav.scp").read_text().splitlines())
+    scp = extract(data_dir, tmp_path, nj=utterances + 2)
+    assert len(list(kaldiio.load_scp_sequential(str(scp)))) == utterances
+    assert (tmp_path / f"feats.{utterances + 2}.done").exists()

@@ -3,6 +3,7 @@ encoder (and model) blocks replaced trains one epoch through our entry point
 and decodes through our inference entry point and ESPnet's Speech2Text."""
 
 import pathlib
+import shutil
 
 import pytest
 import yaml
@@ -79,24 +80,39 @@ def test_failed_job_names_its_log(tmp_path, tiny_corpus):
      "tuning/train_dense_librispeech.yaml", "tuning/train_amortized_librispeech.yaml",
      "tuning/train_amortized_budget.yaml"],
 )
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 def test_recipe_configs_build_and_run_a_training_step(config):
-    """Every recipe config builds through ESPnet's ASRTask and trains a step on a toy batch."""
+    """Every recipe config (the LibriSpeech-scale ones included) builds through our task as the recipe trains
+    it, and takes one optimizer update on a toy batch with its own optimizer and scheduler: the weights move,
+    and the update counters count it."""
     import torch
-    from espnet2.tasks.asr import ASRTask
+    from espnet2.tasks.abs_task import scheduler_classes
 
+    from espnet_amortized.task import AmortizedASRTask
+    from espnet_amortized.updates import update_counters
     from tests.conftest import TOKENS
 
-    args = ASRTask.get_parser().parse_args(
+    torch.manual_seed(0)
+    args = AmortizedASRTask.get_parser().parse_args(
         ["--config", str(REPO / "conf" / config), "--output_dir", "unused", "--input_size", "80"]
     )
     args.token_list = list(TOKENS)
     args.normalize = None
-    model = ASRTask.build_model(args)
+    model = AmortizedASRTask.build_model(args)
+    optimizer = AmortizedASRTask.build_optimizers(args, model)[0]
+    scheduler = scheduler_classes[args.scheduler](optimizer, **args.scheduler_conf)
+    before = {name: value.detach().clone() for name, value in model.named_parameters()}
     speech, lengths = torch.randn(2, 300, 80), torch.tensor([300, 250])
     text, text_lengths = torch.randint(3, len(TOKENS) - 1, (2, 5)), torch.tensor([5, 4])
+    model.train()
     loss, stats, _ = model(speech, lengths, text, text_lengths)
     loss.backward()
+    scheduler.step()  # warm-up schedulers start at lr 0: the first update is taken at step 1's rate, as ESPnet
+    optimizer.step()
     assert torch.isfinite(loss).all() and "loss_transducer" in stats
+    moved = [name for name, value in model.named_parameters() if not torch.equal(value, before[name])]
+    assert "decoder.embed.weight" in moved and any(name.startswith("encoder.") for name in moved)
+    assert all(int(module.num_updates) == 1 for module in update_counters(model))
 
 
 # -- interruptions and bad batches: a small amortized model on fbank features --------------------
@@ -283,3 +299,67 @@ def test_configs_train_through_their_task_entry_module(tmp_path, monkeypatch):
     for config in (REPO / "conf" / "train_dense.yaml", TRANSDUCER):
         espnet_jobs.train(config, tmp_path, tmp_path, tmp_path / "tokens.txt", tmp_path, tmp_path / "exp")
     assert calls == ["espnet_amortized.bin.asr_train", "espnet_amortized.bin.asr_transducer_train"]
+
+
+# -- data-parallel training on the CPU: two processes (gloo) against one, the same global batches -----------
+DATA_PARALLEL_TRAINING = ["--max_epoch", "1", "--num_iters_per_epoch", "6", "--num_workers", "0",
+                          "--use_tensorboard", "false", "--batch_type", "unsorted", "--batch_size", "4", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def data_parallel_runs(fbank_data):
+    """The small budget-conditioned model trained by allocation at budget 0.5 (deterministic: no gate noise, no
+    dropout; compute_penalty 0 so the loss is linear in each rank's share), once in 1 process and once in 2."""
+    work, _, valid, tokens, stats = fbank_data
+    config = yaml.safe_load((REPO / "conf" / "tuning" / "train_amortized_budget.yaml").read_text())
+    config["encoder_conf"].update(output_size=32, linear_units=64, num_blocks=2, chunk_size=4, subsampling_channels=8,
+                                  conv_kernel_size=3, budget_min=0.5, budget_full_fraction=0.0,
+                                  budget_min_fraction=1.0, budget_noise=0.0)
+    config["decoder_conf"].update(hidden_size=32, dropout=0.0, dropout_embed=0.0)
+    config["joint_net_conf"] = {"joint_space_size": 32}
+    config["model_conf"].update(compute_penalty=0.0, compute_multiplier_rate=0.5)
+    config["scheduler_conf"] = {"warmup_steps_list": [0, 2, 6], "warmup_lr_list": [0.0, 0.005, 0.00005]}
+    config.update(input_size=80, normalize=None, frontend=None)
+    (work / "data_parallel.yaml").write_text(yaml.safe_dump(config))
+    # dev-clean for training and validation (its shapes for both): fbank_data's training set holds a NaN
+    # utterance on purpose
+    shapes = work / "stats_data_parallel"
+    for split in ("train", "valid"):
+        shutil.copytree(stats / "valid", shapes / split, dirs_exist_ok=True)
+    runs = {}
+    for procs in (1, 2):
+        runs[procs] = work / f"exp_data_parallel_{procs}"
+        espnet_jobs.train(work / "data_parallel.yaml", valid, valid, tokens, shapes, runs[procs], token_type="char",
+                          extra=["--input_size", "80", *DATA_PARALLEL_TRAINING], threads=1, num_procs=procs)
+    return runs
+
+
+def test_two_processes_train_the_same_model_as_one_with_the_same_global_batches(data_parallel_runs):
+    import re
+
+    import torch
+
+    log = (data_parallel_runs[2] / "train.log").read_text()
+    assert "torch.distributed.run" in log and "--dist_backend gloo" in log
+    assert re.search(r"^\[\S+:0/2\] .*1epoch results", log, re.M), log[-3000:]  # ESPnet's rank/world-size prefix
+    one, two = (torch.load(run / "1epoch.pth", map_location="cpu") for run in (data_parallel_runs[1], data_parallel_runs[2]))
+    assert one.keys() == two.keys()
+    # the buffers: the update counters count the 6 global updates, the multiplier took the same steps
+    for name in ("num_updates", "encoder.num_updates"):
+        assert float(one[name]) == float(two[name]) == 6
+    assert float(two["compute_multiplier"].abs().sum()) > 0
+    torch.testing.assert_close(two["compute_multiplier"], one["compute_multiplier"], rtol=1e-4, atol=1e-7)
+    # The weights, up to float summation order: Adam turns a gradient that is 0 in one run and ~1e-9 in the other
+    # into a step of up to the learning rate (5e-3), so single elements may differ by ~1e-4, the whole by far less.
+    weights = [name for name in one if one[name].is_floating_point() and "num_updates" not in name]
+    for name in weights:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-3, atol=3e-4, msg=lambda m: f"{name}: {m}")
+    difference = sum(float((two[name] - one[name]).double().norm() ** 2) for name in weights) ** 0.5
+    assert difference < 1e-4 * sum(float(one[name].double().norm() ** 2) for name in weights) ** 0.5
+
+
+def test_data_parallel_processes_need_the_cpu_and_at_least_one(tmp_path):
+    for procs, ngpu, message in ((0, 0, "num_procs must be >= 1"), (2, 1, "--ngpu 1 alone")):
+        with pytest.raises(ValueError, match=message):
+            espnet_jobs.train(tmp_path / "c.yaml", tmp_path, tmp_path, tmp_path / "t.txt", tmp_path, tmp_path / "exp",
+                              ngpu=ngpu, num_procs=procs)
