@@ -12,7 +12,7 @@ import pathlib
 import subprocess
 import sys
 import time
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Tuple
 
 from espnet_amortized.recipe.tasks import task_of
 
@@ -202,6 +202,28 @@ def _check_checkpoint(exp_dir: pathlib.Path) -> None:
         log.warning("%s is unreadable (%s); moved to %s, training starts again", checkpoint, error, aside.name)
 
 
+def training_command(
+    config: pathlib.Path,
+    train_dir: pathlib.Path,
+    valid_dir: pathlib.Path,
+    token_list: pathlib.Path,
+    stats_dir: pathlib.Path,
+    exp_dir: pathlib.Path,
+    token_type: str = "char",
+    bpemodel: Optional[pathlib.Path] = None,
+    ngpu: int = 0,
+    extra: Iterable[str] = (),
+) -> Tuple[str, list]:
+    """The config's task's training module and its arguments: what :func:`train` runs, and what a launcher of
+    one's own (srun, ESPnet's ``espnet2.bin.launch``) starts once per rank."""
+    args = ["--config", config, "--output_dir", exp_dir, "--ngpu", ngpu, "--resume", "true"]
+    args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
+    for split in ("train", "valid"):
+        args += [f"--{split}_shape_file", stats_dir / split / "speech_shape"]
+        args += [f"--{split}_shape_file", stats_dir / split / f"text_shape.{token_type}"]
+    return TRAIN_MODULES[task_of(config)], [str(arg) for arg in args + list(extra)]
+
+
 def train(
     config: pathlib.Path,
     train_dir: pathlib.Path,
@@ -230,12 +252,8 @@ def train(
         raise ValueError(f"num_procs {num_procs} is data parallelism on the CPU; with GPUs pass --ngpu {ngpu} alone "
                          "(ESPnet starts one process per GPU)")
     _check_checkpoint(exp_dir)
-    args = ["--config", config, "--output_dir", exp_dir, "--ngpu", ngpu, "--resume", "true"]
-    args += _token_args(token_list, token_type, bpemodel) + _data_args(train_dir, valid_dir)
-    for split in ("train", "valid"):
-        args += [f"--{split}_shape_file", stats_dir / split / "speech_shape"]
-        args += [f"--{split}_shape_file", stats_dir / split / f"text_shape.{token_type}"]
-    module, args = TRAIN_MODULES[task_of(config)], args + list(extra)
+    module, args = training_command(config, train_dir, valid_dir, token_list, stats_dir, exp_dir, token_type,
+                                    bpemodel, ngpu, extra)
     if num_procs > 1:
         args = ["--standalone", "--nproc_per_node", num_procs, "--module", module, *args,
                 "--multiprocessing_distributed", "false", "--dist_backend", "gloo"]

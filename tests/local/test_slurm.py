@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import re
 import subprocess
 
 import kaldiio
@@ -82,7 +83,8 @@ def test_a_failed_fbank_task_fails_stage_2_on_slurm_and_names_its_log(recipe, sl
     entries[1] = entries[1].split()[0] + " " + str(tmp_path / "missing.flac")  # the second job's first utterance
     (broken / "wav.scp").write_text("\n".join(entries) + "\n")
     command = ["bash", str(REPO / "run.sh"), "--synthetic_size", "tiny", "--nj", "2", "--stage", "2", "--stop_stage", "2",
-               "--datadir", str(tmp_path / "data"), "--dumpdir", str(tmp_path / "dump"), "--speed_perturb_factors", "",
+               "--datadir", str(tmp_path / "data"), "--dumpdir", str(tmp_path / "dump"), "--expdir", str(tmp_path / "exp"),
+               "--speed_perturb_factors", "",
                "--train_set", "test_other", "--valid_set", "test_other", "--test_sets", "test_other"]
     result = subprocess.run(command, cwd=work, env=dict(_on_cluster(slurm_cluster), cmd_backend="slurm"),
                             capture_output=True, text=True)
@@ -91,3 +93,33 @@ def test_a_failed_fbank_task_fails_stage_2_on_slurm_and_names_its_log(recipe, sl
     assert f"1 of 2 job(s) failed" in result.stderr and str(failed) in result.stderr
     assert "stage 2: fbank test_other failed" in result.stderr
     assert "missing.flac" in failed.read_text() and not (tmp_path / "dump" / "fbank" / "test_other" / "feats.scp").exists()
+
+
+def test_espnet_distributed_training_launched_by_srun_on_the_cluster_equals_one_process(data_parallel_runs, slurm_cluster):
+    """One job of 2 tasks, srun starting ESPnet's trainer once per task with its rank and the world size from
+    Slurm (gloo, no GPU); the model equals the 1-process training. ESPnet's own ``--dist_launcher slurm`` reads
+    them itself but refuses more than one task per node ("Run with --ntasks_per_node=1"), and this cluster has
+    one node: the ranks are passed as ESPnet's launcher passes them to its ssh hosts."""
+    import shlex
+
+    from espnet_amortized.recipe import espnet_jobs
+
+    exp = data_parallel_runs[1].parent / "exp_data_parallel_srun"
+    module, args = espnet_jobs.training_command(exp_dir=exp, **data_parallel_runs["train"])
+    command = ["python", "-m", module, *args, "--multiprocessing_distributed", "false", "--dist_backend", "gloo",
+               "--dist_init_method", f"file://{exp / 'init'}"]
+    exp.mkdir()
+    rank = 'exec "$@" --dist_rank "${SLURM_PROCID}" --dist_world_size "${SLURM_NTASKS}"'
+    result = subprocess.run(["sbatch", "--wait", "--ntasks", "2", "--cpus-per-task", "1", "--output", str(exp / "train.log"),
+                             "--wrap", f"export OMP_NUM_THREADS=1; srun --export=ALL bash -c {shlex.quote(rank)} rank "
+                             + shlex.join(command)],
+                            env=_on_cluster(slurm_cluster), capture_output=True, text=True)
+    log = (exp / "train.log").read_text()
+    assert result.returncode == 0, log[-3000:]
+    assert re.search(r"^\[\S+:0/2\] .*1epoch results", log, re.M)  # ESPnet: rank 0 of a world of 2
+    one, srun = (torch.load(run / "1epoch.pth", map_location="cpu") for run in (data_parallel_runs[1], exp))
+    for name in ("num_updates", "encoder.num_updates"):
+        assert float(srun[name]) == float(one[name]) == 6
+    torch.testing.assert_close(srun["compute_multiplier"], one["compute_multiplier"], rtol=1e-4, atol=1e-7)
+    for name in (name for name in one if one[name].is_floating_point() and "num_updates" not in name):
+        torch.testing.assert_close(srun[name], one[name], rtol=1e-3, atol=3e-4, msg=lambda m: f"{name}: {m}")

@@ -3,7 +3,6 @@ encoder (and model) blocks replaced trains one epoch through our entry point
 and decodes through our inference entry point and ESPnet's Speech2Text."""
 
 import pathlib
-import shutil
 
 import pytest
 import yaml
@@ -118,44 +117,6 @@ def test_recipe_configs_build_and_run_a_training_step(config):
 # -- interruptions and bad batches: a small amortized model on fbank features --------------------
 ROBUST_TRAINING = ["--max_epoch", "3", "--num_workers", "0", "--use_tensorboard", "false", "--batch_type", "unsorted",
                    "--batch_size", "4", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def fbank_data(synthetic_librispeech, tmp_path_factory):
-    """train-clean-100 (48 utterances) + one utterance whose features are NaN; dev-clean for validation."""
-    import kaldiio
-    import numpy as np
-
-    from data_prep import prepare
-    from features import extract
-
-    work = tmp_path_factory.mktemp("robust training")
-    dirs = {}
-    for subset, name in (("train-clean-100", "train"), ("dev-clean", "valid")):
-        prepare(synthetic_librispeech, subset, work / "data" / name)
-        extract(work / "data" / name, work / "dump" / name, nj=1)
-        dirs[name] = work / "dump" / name
-    train = dirs["train"]
-    with kaldiio.WriteHelper(f"ark,scp:{train / 'nan.ark'},{train / 'nan.scp'}") as writer:
-        writer("zz-nan-0000", np.full((150, 80), np.nan, dtype=np.float32))
-    for name, line in (("feats.scp", (train / "nan.scp").read_text()), ("text", "zz-nan-0000 A B\n")):
-        with open(train / name, "a") as handle:
-            handle.write(line)
-    characters = sorted({c for d in dirs.values() for line in (d / "text").read_text().splitlines()
-                         for c in line.split(maxsplit=1)[1]} - {" "})
-    tokens = work / "tokens.txt"
-    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", *characters, "<sos/eos>"]) + "\n")
-    config = yaml.safe_load((REPO / "conf" / "train_amortized.yaml").read_text())
-    config["encoder_conf"].update(output_size=32, linear_units=64, num_blocks=2, chunk_size=4)
-    config["decoder_conf"].update(hidden_size=32)
-    config["joint_net_conf"] = {"joint_space_size": 32}
-    # the budget controller, so that resumption is checked for its multiplier too
-    config["model_conf"].update(compute_warmup_steps=0, compute_regularizer="budget", compute_target=0.5)
-    config.update(input_size=80, normalize=None, frontend=None)
-    (work / "train.yaml").write_text(yaml.safe_dump(config))
-    stats = espnet_jobs.collect_stats(work / "train.yaml", train, dirs["valid"], tokens, work / "stats",
-                                      extra=["--num_workers", "0", "--input_size", "80"])
-    return work, train, dirs["valid"], tokens, stats
 
 
 def _train_command(fbank_data, exp):
@@ -299,39 +260,6 @@ def test_configs_train_through_their_task_entry_module(tmp_path, monkeypatch):
     for config in (REPO / "conf" / "train_dense.yaml", TRANSDUCER):
         espnet_jobs.train(config, tmp_path, tmp_path, tmp_path / "tokens.txt", tmp_path, tmp_path / "exp")
     assert calls == ["espnet_amortized.bin.asr_train", "espnet_amortized.bin.asr_transducer_train"]
-
-
-# -- data-parallel training on the CPU: two processes (gloo) against one, the same global batches -----------
-DATA_PARALLEL_TRAINING = ["--max_epoch", "1", "--num_iters_per_epoch", "6", "--num_workers", "0",
-                          "--use_tensorboard", "false", "--batch_type", "unsorted", "--batch_size", "4", "--seed", "3"]
-
-
-@pytest.fixture(scope="module")
-def data_parallel_runs(fbank_data):
-    """The small budget-conditioned model trained by allocation at budget 0.5 (deterministic: no gate noise, no
-    dropout; compute_penalty 0 so the loss is linear in each rank's share), once in 1 process and once in 2."""
-    work, _, valid, tokens, stats = fbank_data
-    config = yaml.safe_load((REPO / "conf" / "tuning" / "train_amortized_budget.yaml").read_text())
-    config["encoder_conf"].update(output_size=32, linear_units=64, num_blocks=2, chunk_size=4, subsampling_channels=8,
-                                  conv_kernel_size=3, budget_min=0.5, budget_full_fraction=0.0,
-                                  budget_min_fraction=1.0, budget_noise=0.0)
-    config["decoder_conf"].update(hidden_size=32, dropout=0.0, dropout_embed=0.0)
-    config["joint_net_conf"] = {"joint_space_size": 32}
-    config["model_conf"].update(compute_penalty=0.0, compute_multiplier_rate=0.5)
-    config["scheduler_conf"] = {"warmup_steps_list": [0, 2, 6], "warmup_lr_list": [0.0, 0.005, 0.00005]}
-    config.update(input_size=80, normalize=None, frontend=None)
-    (work / "data_parallel.yaml").write_text(yaml.safe_dump(config))
-    # dev-clean for training and validation (its shapes for both): fbank_data's training set holds a NaN
-    # utterance on purpose
-    shapes = work / "stats_data_parallel"
-    for split in ("train", "valid"):
-        shutil.copytree(stats / "valid", shapes / split, dirs_exist_ok=True)
-    runs = {}
-    for procs in (1, 2):
-        runs[procs] = work / f"exp_data_parallel_{procs}"
-        espnet_jobs.train(work / "data_parallel.yaml", valid, valid, tokens, shapes, runs[procs], token_type="char",
-                          extra=["--input_size", "80", *DATA_PARALLEL_TRAINING], threads=1, num_procs=procs)
-    return runs
 
 
 def test_two_processes_train_the_same_model_as_one_with_the_same_global_batches(data_parallel_runs):
