@@ -110,6 +110,11 @@ if [ -n "${speed_perturb_factors}" ] && run_stage 1; then
   python "${repo}/local/speed_perturb.py" --check --factors ${speed_perturb_factors}
 fi
 if run_stage 4; then
+  case "${train_procs}" in ''|*[!0-9]*|0) echo "$0: --train_procs must be a positive integer, got '${train_procs}'" >&2; exit 1 ;; esac
+  if [ "${train_procs}" -gt 1 ] && [ "${ngpu}" -gt 0 ]; then
+    echo "$0: --train_procs ${train_procs} is data parallelism on the CPU; with GPUs use --ngpu alone (one process per GPU)" >&2
+    exit 1
+  fi
   # Seconds now rather than a failed stage 4 after the corpus, features and statistics.
   log "checking the training configs: ${configs[*]}"
   # shellcheck disable=SC2086  # train_args: ESPnet options, split into words as in stage 4
@@ -201,7 +206,8 @@ if run_stage 2; then
       ${train_cmd} JOB=1:"${nj}" "${out}/log/fbank.JOB.log" "${features[@]}" --job JOB \
         || { log "stage 2: fbank ${set} failed: see ${out}/log/fbank.*.log"; exit 1; }
       cmvn=(); [ "${set}" = "${train_sp_set}" ] && cmvn=(--cmvn_out "${out}/cmvn.npz")
-      "${features[@]}" --merge "${cmvn[@]}"
+      ${train_cmd} "${out}/log/merge.log" "${features[@]}" --merge "${cmvn[@]}" \
+        || { log "stage 2: merging fbank ${set} failed: see ${out}/log/merge.log"; exit 1; }
       mark_done "${out}/.done"
     fi
   done
@@ -239,9 +245,10 @@ if run_stage 4; then
     [ -f "${exp}/.done" ] && continue
     log "stage 4: training ${tag} (${config}) -> ${exp}"
     mkdir -p "${exp}"
-    # Models train side by side, one thread each (ESPnet resumes an interrupted run).
+    # Models train side by side, one thread per process (ESPnet resumes an interrupted run); the job gets a
+    # core per process: --train_procs on the CPU, one per GPU with --ngpu (as espnet2.bin.launch asks).
     # shellcheck disable=SC2086
-    ${train_cmd} --num_threads "${train_procs}" --gpu "${ngpu}" "${exp}/launch.log" \
+    ${train_cmd} --num_threads "$(( ngpu > train_procs ? ngpu : train_procs ))" --gpu "${ngpu}" "${exp}/launch.log" \
       python -m espnet_amortized.recipe.espnet_jobs train --config "${config}" "${data_args[@]}" \
         --stats_dir "$(stats_dir_of "${config}")" --exp_dir "${exp}" --ngpu "${ngpu}" --threads 1 \
         --num_procs "${train_procs}" -- ${train_args} \

@@ -14,7 +14,6 @@ from espnet_amortized.loss import check_compute_options, compute_regularizer
 ESPnetASRModel = espnet_asr_model_class()
 
 
-
 def all_ranks_sum(tensor: torch.Tensor, device) -> torch.Tensor:
     """``tensor`` summed over the ranks of the default process group (itself without one)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -26,6 +25,7 @@ def all_ranks_sum(tensor: torch.Tensor, device) -> torch.Tensor:
         tensor = tensor.to(device)
     torch.distributed.all_reduce(tensor)
     return tensor.cpu()
+
 
 class AmortizedESPnetASRModel(ESPnetASRModel):
     """``L = L_asr + compute_weight * R`` in training, where R is the expected compute term.
@@ -203,7 +203,9 @@ class AmortizedESPnetASRModel(ESPnetASRModel):
 
         Under data-parallel training each rank sees its share of the global batch: the per-bin sums and
         counts are summed over the ranks first, so every rank takes the same step, the one a single process
-        takes on the whole batch (and the multipliers stay equal on every rank without a broadcast).
+        takes on the whole batch (and the multipliers stay equal on every rank without a broadcast). Every rank
+        calls this once per update, with or without violations of its own. A batch whose update the trainer skips
+        (a non-finite gradient) leaves its violations to the next update's step, in one process as in several.
         """
         violations, self._violations_since_update = self._violations_since_update, []
         if self.compute_regularizer == "budget" and not self.warming_up:

@@ -15,7 +15,7 @@ The recipe runs the jobs through its job launcher (cmd.sh: run.py here, an
 array job on Slurm), then merges them::
 
     run.py JOB=1:2 dump/fbank/x/log/fbank.JOB.log python local/features.py --data data/x --out dump/fbank/x --nj 2 --job JOB
-    python local/features.py --data data/x --out dump/fbank/x --nj 2 --merge
+    run.py dump/fbank/x/log/merge.log python local/features.py --data data/x --out dump/fbank/x --nj 2 --merge
 
 Without ``--job`` or ``--merge`` it runs every job here (``--nj`` processes) and merges.
 """
@@ -74,10 +74,11 @@ def _run_job(job):
     from tqdm import tqdm
 
     torch.set_num_threads(1)
-    index, entries, out, position = job
+    index, entries, out, position, nj = job
     out = pathlib.Path(out)
     ark, scp, shape, done = (out / f"feats.{index}.{ext}" for ext in ("ark", "scp", "shape", "done"))
-    if done.exists():
+    # The marker records the split: job i of another --nj holds other utterances and is redone.
+    if done.exists() and done.read_text() == f"nj={nj}\n":
         return index
     temporary_ark, temporary_scp = ark.with_suffix(".ark.tmp"), scp.with_suffix(".scp.tmp")
     shapes = []
@@ -93,18 +94,18 @@ def _run_job(job):
     scp.write_text("".join(line.replace(str(temporary_ark), str(ark), 1) + "\n" for line in lines))
     temporary_scp.unlink()
     shape.write_text("".join(line + "\n" for line in shapes))
-    done.touch()
+    done.write_text(f"nj={nj}\n")
     return index
 
 
 def _jobs(data: pathlib.Path, out: pathlib.Path, nj: int):
-    """The entries of ``data`` and the nj jobs' (index, entries, out, position); job i takes every nj-th from i."""
+    """The entries of ``data`` and the nj jobs' (index, entries, out, position, nj); job i takes every nj-th from i."""
     if nj < 1:
         raise ValueError(f"--nj must be >= 1, got {nj}")
     entries = read_scp(data / "wav.scp")
     if not entries:
         raise ValueError(f"{data / 'wav.scp'} is empty")
-    return entries, [(i + 1, entries[i::nj], str(out.resolve()), i) for i in range(nj)]
+    return entries, [(i + 1, entries[i::nj], str(out.resolve()), i, nj) for i in range(nj)]
 
 
 def extract_job(data: pathlib.Path, out: pathlib.Path, nj: int, job: int) -> None:
@@ -112,18 +113,19 @@ def extract_job(data: pathlib.Path, out: pathlib.Path, nj: int, job: int) -> Non
     if not 1 <= job <= nj:
         raise ValueError(f"--job must be in 1..{nj} (--nj), got {job}")
     out.mkdir(parents=True, exist_ok=True)
-    _run_job(_jobs(data, out, nj)[1][job - 1][:3] + (0,))
+    index, entries, folder, _, _ = _jobs(data, out, nj)[1][job - 1]
+    _run_job((index, entries, folder, 0, nj))  # one job per process: its progress bar on the first line
 
 
 def extract(data: pathlib.Path, out: pathlib.Path, nj: int = 1) -> pathlib.Path:
     """Every job here (nj processes), then :func:`merge`."""
-    _, jobs = _jobs(data, out, nj)
+    entries, jobs = _jobs(data, out, nj)
     out.mkdir(parents=True, exist_ok=True)
     if nj == 1:
         for job in jobs:
             _run_job(job)
     else:
-        with multiprocessing.get_context("fork").Pool(nj) as pool:
+        with multiprocessing.get_context("fork").Pool(min(nj, len(entries))) as pool:
             pool.map(_run_job, jobs)
     return merge(data, out, nj)
 
@@ -131,16 +133,18 @@ def extract(data: pathlib.Path, out: pathlib.Path, nj: int = 1) -> pathlib.Path:
 def merge(data: pathlib.Path, out: pathlib.Path, nj: int) -> pathlib.Path:
     """feats.scp and feats_shape in wav.scp's order from the nj jobs' files, and the data dir's other files."""
     entries, _ = _jobs(data, out, nj)
-    unfinished = [str(out / f"feats.{i}.done") for i in range(1, nj + 1) if not (out / f"feats.{i}.done").exists()]
+    unfinished = [str(out / f"feats.{i}.done") for i in range(1, nj + 1)
+                  if not (out / f"feats.{i}.done").exists() or (out / f"feats.{i}.done").read_text() != f"nj={nj}\n"]
     if unfinished:
         raise RuntimeError(f"{len(unfinished)} of {nj} fbank job(s) did not finish: no {', '.join(unfinished)}")
     order = {key: n for n, (key, _) in enumerate(entries)}
     for name, suffix in (("feats.scp", "scp"), ("feats_shape", "shape")):
         parts = [out / f"feats.{i}.{suffix}" for i in range(1, nj + 1)]
         lines = [line for f in parts for line in f.read_text().splitlines() if line]
-        if len(lines) != len(entries):
-            raise RuntimeError(f"{out}: the {nj} jobs' {suffix} files hold {len(lines)} utterances, "
-                               f"{data / 'wav.scp'} {len(entries)}: were they made with another --nj? Delete {out}")
+        keys = [line.split(maxsplit=1)[0] for line in lines]
+        if len(keys) != len(entries) or set(keys) != set(order):
+            raise RuntimeError(f"{out}: the {nj} jobs' {suffix} files hold {len(keys)} lines for {len(set(keys))} "
+                               f"utterances, {data / 'wav.scp'} {len(entries)}: delete {out} and rerun")
         lines.sort(key=lambda line: order[line.split(maxsplit=1)[0]])
         temporary = out / f".{name}.tmp"
         temporary.write_text("".join(line + "\n" for line in lines))

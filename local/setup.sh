@@ -13,7 +13,7 @@ command -v "${python}" >/dev/null 2>&1 || python=python3
 
 # 1. System packages: espeak-ng, flite and festival (with three English voices) synthesise the
 #    offline corpus, flac/sox handle audio, g++ builds pyworld (an ESPnet dependency) from source;
-#    slurm-wlm and munge run the tests' single-node Slurm cluster (no service is started here).
+#    slurm-wlm and munge run the tests' single-node Slurm cluster (the tests start their own daemons).
 apt_pkgs=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flac sox libsndfile1 g++
   slurm-wlm munge)
 missing=()

@@ -28,7 +28,9 @@ def build_script(args, jobs, log_pattern, command) -> str:
         lines.append(f"#SBATCH --mem={args.mem}")
     if args.time:
         lines.append(f"#SBATCH --time={args.time}")
-    log = shlex.quote(log_pattern).replace("JOB", "%a") if jobs else shlex.quote(log_pattern)
+    log = shlex.quote(log_pattern.replace("%", "%%"))  # Slurm expands %-patterns in --output
+    if jobs:
+        log = log.replace("JOB", "%a")
     if jobs:
         lines.append(f"#SBATCH --array={jobs[0]}-{jobs[1]}")
     lines.append(f"#SBATCH --output={log}")
@@ -51,9 +53,13 @@ def build_script(args, jobs, log_pattern, command) -> str:
     return "\n".join(lines) + "\n"
 
 
+def task_logs(log_pattern: str, jobs) -> list:
+    return [log_pattern.replace("JOB", str(j)) for j in range(jobs[0], jobs[1] + 1)] if jobs else [log_pattern]
+
+
 def failed_logs(log_pattern: str, jobs) -> list:
     """The logs of the tasks that did not end with exit code 0 (or never ended: killed, never started)."""
-    logs = [log_pattern.replace("JOB", str(j)) for j in range(jobs[0], jobs[1] + 1)] if jobs else [log_pattern]
+    logs = task_logs(log_pattern, jobs)
     failed = []
     for log in logs:
         try:
@@ -89,6 +95,8 @@ def main(argv=None) -> int:
     path = pathlib.Path(rest[0].replace("JOB", "array") + ".sbatch")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(script)
+    for log in task_logs(rest[0], jobs):  # a task that never starts must not leave an earlier run's log behind
+        pathlib.Path(log).unlink(missing_ok=True)
     try:
         code = subprocess.run(["sbatch", "--wait", str(path)]).returncode
     except FileNotFoundError:
@@ -97,7 +105,7 @@ def main(argv=None) -> int:
     if code != 0:
         failed = failed_logs(rest[0], jobs)
         total = jobs[1] - jobs[0] + 1 if jobs else 1
-        named = ", ".join(failed) if failed else f"none of the logs says why; see {path} and the Slurm job's state"
+        named = ", ".join(failed) if failed else f"every task reported exit code 0; see {path} and the Slurm job's state"
         print(f"slurm.py: {len(failed)} of {total} job(s) failed (sbatch exit code {code}); see {named}", file=sys.stderr)
         return code
     return 0

@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,7 @@ def slurm_cluster():
         yield cluster
     finally:
         cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- a small amortized model on fbank features (tests/recipe/test_espnet_jobs.py, tests/local/test_slurm.py) --

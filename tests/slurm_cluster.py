@@ -14,13 +14,19 @@ import socket
 import subprocess
 import time
 
-DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo")
+COMMANDS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _free_ports(count: int) -> list:
+    """``count`` distinct free ports (each probe held open until all are chosen)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 class SlurmUnavailable(RuntimeError):
@@ -39,7 +45,7 @@ class SlurmCluster:
         self.env = dict(os.environ, SLURM_CONF=str(self.conf))
 
     def start(self, timeout: float = 60.0) -> "SlurmCluster":
-        missing = [name for name in DAEMONS if shutil.which(name) is None]
+        missing = [name for name in COMMANDS if shutil.which(name) is None]
         if missing:
             raise SlurmUnavailable(f"not installed: {', '.join(missing)} (local/setup.sh installs slurm-wlm and munge)")
         if os.geteuid() != 0:
@@ -86,11 +92,12 @@ class SlurmCluster:
 
     def _slurm_conf(self) -> str:
         root = self.root
+        controller_port, node_port = _free_ports(2)
         return "\n".join([
             "ClusterName=espnet_amortized_test",
             "SlurmctldHost=localhost(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
+            f"SlurmctldPort={controller_port}",
+            f"SlurmdPort={node_port}",
             "AuthType=auth/munge",
             "CredType=cred/munge",
             f"AuthInfo=socket={self.socket}",

@@ -248,8 +248,8 @@ def _rank_takes_the_dual_step(rank, world, init_file, shares, out):
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         model = _budget_model_for_the_dual_step()
-        values, bins = shares[rank]
-        model._violations_since_update.append((values, bins))
+        if shares[rank] is not None:  # a rank whose share held no utterance still joins the sum
+            model._violations_since_update.append(shares[rank])
         model.count_update()
         torch.save(model.compute_multiplier, out / f"rank{rank}.pt")
     finally:
@@ -263,20 +263,20 @@ def _budget_model_for_the_dual_step():
 
 
 def test_the_dual_ascent_step_is_the_same_on_every_rank_and_is_the_whole_batch_step(tmp_path):
-    """Two gloo ranks with unequal shares of the batch's bins: each takes the step one process takes on the
-    whole batch (per-bin sums and counts over the ranks), not the step of its own share."""
+    """Three gloo ranks, two with unequal shares of the batch's bins and one with none: each takes the step one
+    process takes on the whole batch (per-bin sums and counts over the ranks), not the step of its own share."""
     shares = [(torch.tensor([0.2, -0.1]), torch.tensor([0, 1])),
               (torch.tensor([0.4, 0.3, -0.3]), torch.tensor([0, 0, 2]))]
-    torch.multiprocessing.start_processes(_rank_takes_the_dual_step, args=(2, tmp_path / "init", shares, tmp_path), nprocs=2,
-                                          start_method="fork")
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    torch.multiprocessing.start_processes(_rank_takes_the_dual_step, args=(3, tmp_path / "init", shares + [None], tmp_path),
+                                          nprocs=3, start_method="fork")
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1, 2)]
     whole = _budget_model_for_the_dual_step()
     whole._violations_since_update.append((torch.cat([v for v, _ in shares]), torch.cat([b for _, b in shares])))
     whole.count_update()
     alone = _budget_model_for_the_dual_step()
     alone._violations_since_update.append(shares[0])
     alone.count_update()
-    assert torch.equal(ranks[0], ranks[1])
+    assert torch.equal(ranks[0], ranks[1]) and torch.equal(ranks[0], ranks[2])
     torch.testing.assert_close(ranks[0], whole.compute_multiplier)
     # bin 0: (0.2 + 0.4 + 0.3) / 3 over the ranks, where rank 0 alone would step by 0.2
     assert float(ranks[0][0] - alone.compute_multiplier[0]) == pytest.approx(0.5 * (0.3 - 0.2))

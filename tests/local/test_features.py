@@ -109,3 +109,11 @@ def test_more_jobs_than_utterances_leave_the_extra_jobs_empty(data_dir, tmp_path
     scp = extract(data_dir, tmp_path, nj=utterances + 2)
     assert len(list(kaldiio.load_scp_sequential(str(scp)))) == utterances
     assert (tmp_path / f"feats.{utterances + 2}.done").exists()
+
+
+def test_a_rerun_with_another_nj_redoes_the_jobs_instead_of_mixing_the_splits(data_dir, tmp_path):
+    extract(data_dir, tmp_path, nj=2)
+    scp = extract(data_dir, tmp_path, nj=3)  # job 1 and 2 of 3 hold other utterances than job 1 and 2 of 2
+    keys = [key for key, _ in kaldiio.load_scp_sequential(str(scp))]
+    assert keys == [line.split()[0] for line in (data_dir / "wav.scp").read_text().splitlines()]
+    assert (tmp_path / "feats.1.done").read_text() == "nj=3\n"

@@ -28,8 +28,6 @@ def test_print_builds_an_array_script_with_quoted_arguments(tmp_path, capsys):
 
 
 def test_array_index_expands_in_bash(tmp_path, capsys):
-    import subprocess
-
     main(["--print", "JOB=1:2", str(tmp_path / "l.JOB"), "echo", "x y.JOB", "JOB"])
     command = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("echo 'x"))
     out = subprocess.run(["bash", "-c", f"SLURM_ARRAY_TASK_ID=7; {command}"], capture_output=True, text=True).stdout
@@ -41,7 +39,7 @@ def test_a_failed_array_task_fails_the_job_and_its_log_is_named(slurm_cluster, t
     result = subprocess.run(["slurm.py", "JOB=1:3", str(log), "bash", "-c", "echo task JOB; [ JOB != 2 ]"],
                             cwd=tmp_path, env=_on_cluster(slurm_cluster), capture_output=True, text=True)
     assert result.returncode != 0
-    assert f"1 of 3 job(s) failed" in result.stderr and str(tmp_path / "logs" / "task.2.log") in result.stderr
+    assert "1 of 3 job(s) failed" in result.stderr and str(tmp_path / "logs" / "task.2.log") in result.stderr
     assert "task.1.log" not in result.stderr and "task.3.log" not in result.stderr
     for task, code in ((1, 0), (2, 1), (3, 0)):  # each task's log: its command, its output, its exit code
         text = (tmp_path / "logs" / f"task.{task}.log").read_text()
@@ -62,9 +60,7 @@ def test_the_recipe_on_slurm_equals_the_local_run(recipe, slurm_cluster):
         script = (on_slurm.parent / "log" / "fbank.array.log.sbatch").read_text()
         assert "#SBATCH --array=1-2" in script  # --nj 2: one array job
         assert all((on_slurm.parent / "log" / f"fbank.{job}.log").read_text().rstrip().endswith("exit code 0") for job in (1, 2))
-    models = sorted(path.name for path in (work / "exp").glob("asr_*") if (path / "valid.loss.ave.pth").exists())
-    assert models == ["asr_amortized", "asr_dense"]
-    for model in models:
+    for model in ("asr_amortized", "asr_dense"):  # the default --train_config
         local, remote = (torch.load(root / model / "valid.loss.ave.pth", map_location="cpu") for root in (work / "exp", work / "exp slurm"))
         assert local.keys() == remote.keys() and all(torch.equal(local[name], remote[name]) for name in local)
         assert (work / "exp slurm" / model / "launch.log.sbatch").is_file()
@@ -90,7 +86,7 @@ def test_a_failed_fbank_task_fails_stage_2_on_slurm_and_names_its_log(recipe, sl
                             capture_output=True, text=True)
     assert result.returncode != 0
     failed = tmp_path / "dump" / "fbank" / "test_other" / "log" / "fbank.2.log"
-    assert f"1 of 2 job(s) failed" in result.stderr and str(failed) in result.stderr
+    assert "1 of 2 job(s) failed" in result.stderr and str(failed) in result.stderr
     assert "stage 2: fbank test_other failed" in result.stderr
     assert "missing.flac" in failed.read_text() and not (tmp_path / "dump" / "fbank" / "test_other" / "feats.scp").exists()
 
