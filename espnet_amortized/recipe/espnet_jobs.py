@@ -224,36 +224,24 @@ def training_command(
     return TRAIN_MODULES[task_of(config)], [str(arg) for arg in args + list(extra)]
 
 
-def train(
-    config: pathlib.Path,
-    train_dir: pathlib.Path,
-    valid_dir: pathlib.Path,
-    token_list: pathlib.Path,
-    stats_dir: pathlib.Path,
-    exp_dir: pathlib.Path,
-    token_type: str = "char",
-    bpemodel: Optional[pathlib.Path] = None,
-    ngpu: int = 0,
-    extra: Iterable[str] = (),
-    threads: Optional[int] = None,
-    num_procs: int = 1,
-) -> pathlib.Path:
+def train(*command, threads: Optional[int] = None, num_procs: int = 1, **options) -> pathlib.Path:
     """ESPnet training (resumes from ``exp_dir/checkpoint.pth`` when it exists), by the config's task.
 
     ``num_procs`` > 1: data-parallel training on the CPU, ``num_procs`` processes on this machine started by
     torch's own launcher (``torch.distributed.run``), each running ESPnet's trainer with
     ``--multiprocessing_distributed false --dist_backend gloo``: ESPnet gives each rank its share of every
     batch and DistributedDataParallel averages the gradients. (With GPUs, ``--ngpu N`` is ESPnet's own
-    one-process-per-GPU mode.)
+    one-process-per-GPU mode.) ``command`` and ``options``: those of :func:`training_command`.
     """
+    ngpu = options.get("ngpu", 0)
     if num_procs < 1:
         raise ValueError(f"num_procs must be >= 1, got {num_procs}")
     if num_procs > 1 and ngpu > 0:
         raise ValueError(f"num_procs {num_procs} is data parallelism on the CPU; with GPUs pass --ngpu {ngpu} alone "
                          "(ESPnet starts one process per GPU)")
+    module, args = training_command(*command, **options)
+    exp_dir = pathlib.Path(args[args.index("--output_dir") + 1])
     _check_checkpoint(exp_dir)
-    module, args = training_command(config, train_dir, valid_dir, token_list, stats_dir, exp_dir, token_type,
-                                    bpemodel, ngpu, extra)
     if num_procs > 1:
         args = ["--standalone", "--nproc_per_node", num_procs, "--module", module, *args,
                 "--multiprocessing_distributed", "false", "--dist_backend", "gloo"]
