@@ -12,6 +12,7 @@ module, so ``register()`` runs in each.
 """
 
 from espnet_amortized import register
+from espnet_amortized.bin import releasing_process_group
 
 register()
 
@@ -19,7 +20,8 @@ from espnet_amortized.task import AmortizedASRTask  # noqa: E402  (after registe
 
 
 def main(cmd=None):
-    AmortizedASRTask.main(cmd=cmd)
+    with releasing_process_group():
+        AmortizedASRTask.main(cmd=cmd)
 
 
 if __name__ == "__main__":

@@ -349,6 +349,7 @@ def test_threshold_moves_compute():
         ("budget_full_fraction", 1.5, "budget_full_fraction"),
         ("budget_min_fraction", -0.1, "budget_min_fraction"),
         ("budget_min_fraction", 0.8, "budget_min_fraction must be in \\[0, 1 - budget_full_fraction\\]"),
+        ("budget_draw_power", 0.0, "budget_draw_power must be > 0"),
         ("compute_budget", 1.2, "compute_budget"),
         ("gate_logit_bound", -1.0, "gate_logit_bound"),
         ("gate_logit_bound_gradient", "outward", "gate_logit_bound_gradient"),
@@ -407,6 +408,16 @@ def test_budget_min_fraction_trains_the_smallest_budget_in_every_batch():
     assert 0.15 < float(full.float().mean()) < 0.35 and 0.15 < float(smallest.float().mean()) < 0.35
     rest = budgets[~full & ~smallest]
     assert float(rest.min()) > 0.3 and float(rest.max()) < 1.0 and 0.55 < float(rest.mean()) < 0.75
+
+
+@pytest.mark.parametrize("power, lower_half", [(1.0, 0.5), (2.0, 2 ** -0.5)])
+def test_budget_draw_power_puts_more_of_the_draws_on_the_low_budgets(power, lower_half):
+    torch.manual_seed(0)
+    encoder = small_encoder(budget_conditioning=True, budget_min=0.25, budget_full_fraction=0.0,
+                            budget_draw_power=power).train()
+    budgets = encoder._budgets(20000, "cpu")
+    assert float(budgets.min()) >= 0.25 and float(budgets.max()) < 1.0
+    assert float((budgets < 0.625).float().mean()) == pytest.approx(lower_half, abs=0.015)
 
 
 def test_budget_min_fraction_one_trains_every_utterance_at_budget_min():
