@@ -112,31 +112,57 @@ class GreedyTransducerSearch:
 
     @torch.no_grad()
     def step_streams(self, states: List[GreedyState], frames: List[torch.Tensor]) -> List[GreedyState]:
-        """Consume each stream's encoder frames (T_n, D_enc), all streams at once, frame by frame."""
+        """Consume each stream's encoder frames (T_n, D_enc), all streams at once.
+
+        Blank skipping: every stream's remaining frames are scored against its last label's decoder output
+        in one joint call (streams padded to the longest). The frames before a stream's first non-blank
+        argmax end with blank, exactly as scored one by one (the same inputs), so the search moves past
+        them at once and only a frame that emits a label costs another call: about one joint call per
+        emitted label instead of one per frame and label.
+        """
         projections = _project_frames(self.joint_network, frames)
-        for t in range(max((p.size(0) for p in projections), default=0)):
-            pending = [n for n, p in enumerate(projections) if t < p.size(0)]
-            on_frame = pending
-            for _ in range(self.max_symbols_per_frame):
-                logits = _joint_logits(
-                    self.joint_network, torch.stack([projections[n][t] for n in pending]),
-                    torch.stack([states[n].decoder_projection for n in pending]),
-                )
-                # log_softmax shifts all logits alike, so a bonus on the labels is a margin against blank.
-                logits[:, self.blank_id] -= self.length_bonus
-                emitted = [(n, label) for n, label in zip(pending, logits.argmax(dim=-1).tolist()) if label != self.blank_id]
-                if not emitted:
-                    break
-                projection, new_states = _advance(
-                    self.decoder, self.joint_network, [label for _, label in emitted],
-                    _stack_states([states[n].decoder_state for n, _ in emitted]),
-                )
-                for row, (n, label) in enumerate(emitted):
-                    states[n].tokens.append(label)
-                    states[n].decoder_projection, states[n].decoder_state = projection[row], _select_state(new_states, row)
-                pending = [n for n, _ in emitted]
-            for n in on_frame:
-                states[n].frames += 1
+        # Each stream still decoding: [its next frame, the labels it emitted on that frame so far].
+        cursors = {n: [0, 0] for n, p in enumerate(projections) if p.size(0)}
+        while cursors:
+            order = list(cursors)
+            starts = [cursors[n][0] for n in order]
+            remaining = [projections[n][start:] for n, start in zip(order, starts)]
+            logits = _joint_logits(
+                self.joint_network, torch.nn.utils.rnn.pad_sequence(remaining, batch_first=True),
+                torch.stack([states[n].decoder_projection for n in order]).unsqueeze(1),
+            )  # (N, T_max, V)
+            # log_softmax shifts all logits alike, so a bonus on the labels is a margin against blank.
+            logits[..., self.blank_id] -= self.length_bonus
+            labels = logits.argmax(dim=-1)
+            lengths = torch.tensor([r.size(0) for r in remaining])
+            emits = (labels != self.blank_id) & (torch.arange(labels.size(1)) < lengths.unsqueeze(1))
+            first = emits.int().argmax(dim=1)  # the first emitting frame (0 where none: see any)
+            found = emits.any(dim=1).tolist()
+            first_labels = labels.gather(1, first.unsqueeze(1))[:, 0].tolist()
+            emitted = []
+            for row, n in enumerate(order):
+                if not found[row]:  # blank on every remaining frame
+                    del cursors[n]
+                    continue
+                frame = starts[row] + int(first[row])
+                emitted.append((n, first_labels[row], frame))
+            if not emitted:
+                break
+            projection, new_states = _advance(
+                self.decoder, self.joint_network, [label for _, label, _ in emitted],
+                _stack_states([states[n].decoder_state for n, _, _ in emitted]),
+            )
+            for row, (n, label, frame) in enumerate(emitted):
+                states[n].tokens.append(label)
+                states[n].decoder_projection, states[n].decoder_state = projection[row], _select_state(new_states, row)
+                on_frame = cursors[n][1] + 1 if frame == cursors[n][0] else 1
+                cursors[n] = [frame, on_frame]
+                if on_frame == self.max_symbols_per_frame:  # this frame takes no more labels
+                    cursors[n] = [frame + 1, 0]
+                    if frame + 1 == projections[n].size(0):
+                        del cursors[n]
+        for state, p in zip(states, projections):
+            state.frames += p.size(0)
         return states
 
     def best_tokens(self, state: GreedyState) -> List[int]:

@@ -163,6 +163,22 @@ def test_greedy_with_projections_computed_once_equals_the_unprojected_joint(leng
         assert len(tokens) > len(_reference_greedy(decoder, joint_network, frames, 3))
 
 
+@pytest.mark.parametrize("max_symbols", [1, 2, 3])
+def test_greedy_skips_blank_frames_one_joint_call_per_label_and_equals_frame_by_frame(model, monkeypatch, max_symbols):
+    from espnet_amortized import search as search_module
+
+    calls = []
+    joint_logits = search_module._joint_logits
+    monkeypatch.setattr(search_module, "_joint_logits", lambda *args: calls.append(args[1].shape) or joint_logits(*args))
+    frames = torch.randn(60, 32, generator=torch.Generator().manual_seed(1)) * 3
+    search = GreedyTransducerSearch(model.decoder, model.joint_network, model.blank_id, max_symbols_per_frame=max_symbols)
+    tokens = search.step(search.init_state(), frames).tokens
+    assert model.blank_id == TOY_BLANK and tokens
+    assert tokens == _reference_greedy(model.decoder, model.joint_network, frames, max_symbols)
+    # One call per label, one more to find that the rest is blank (none when the last frame is full).
+    assert len(calls) in (len(tokens), len(tokens) + 1) and calls[0][:2] == (1, 60)
+
+
 def test_projected_joint_equals_the_joint_network(model):
     from espnet_amortized.search import _advance, _joint_logits, _project_frames
 
