@@ -10,7 +10,7 @@
 
 Streams open and close at any time. ``step`` takes the audio each stream has
 received since the last step and runs the streaming fbank (one Kaldi fbank
-call for all streams), the
+call for all streams, once a stream's audio completes the encoder's next chunk), the
 encoder's ``forward_streams`` (one chunk of every ready stream per batch: the
 executing frames of all streams are gathered per unit, so the frames that the
 arbitrator skips shrink the batched products) and the search's
@@ -114,13 +114,16 @@ class StreamingEngine:
         for stream in streams:
             pieces.append(torch.cat(stream.pending) if stream.pending else torch.zeros(0))
             stream.pending = []
-        features = [self.recognizer.normalize(f) for f in fbank_streams([s.fbank for s in streams], pieces)]
+        wanted = [self.recognizer.frames_wanted(stream.encoder_state, stream.final) for stream in streams]
+        features = fbank_streams([s.fbank for s in streams], pieces, wanted)
+        # Streams whose next chunk is not complete yet keep their samples for a later step: nothing to run.
+        running = [(stream, self.recognizer.normalize(f)) for stream, f in zip(streams, features) if f.size(0) or stream.final]
         encoded_at = time.perf_counter()
         encoded = self.model.encoder.forward_streams(
-            features, [stream.encoder_state for stream in streams], [stream.final for stream in streams]
+            [f for _, f in running], [stream.encoder_state for stream, _ in running], [stream.final for stream, _ in running]
         )
         search_at = time.perf_counter()
-        self.search.step_streams([stream.search_state for stream in streams], [out[0] for out in encoded])
+        self.search.step_streams([stream.search_state for stream, _ in running], [out[0] for out in encoded])
         done = time.perf_counter()
         self.seconds["features"] += encoded_at - start
         self.seconds["encoder"] += search_at - encoded_at

@@ -55,6 +55,26 @@ def test_streams_that_join_and_leave_mid_batch_decode_as_each_stream_alone(saved
     assert all(seconds > 0 for seconds in engine.seconds.values())
 
 
+def test_the_fbank_runs_once_per_encoder_chunk_not_once_per_piece(saved_model, monkeypatch):
+    from espnet_amortized import streaming
+
+    calls = []
+    fbank = streaming.kaldi_fbank
+    monkeypatch.setattr(streaming, "kaldi_fbank", lambda samples, bins: calls.append(samples.numel()) or fbank(samples, bins))
+    engine = StreamingEngine(*saved_model)
+    alone = Speech2TextStreaming(*saved_model)
+    audio, piece = _audio(7, 3.0), 1600  # 100 ms pieces
+    engine.open("a")
+    steps = 0
+    for start in range(0, audio.size, piece):
+        engine.accept("a", audio[start : start + piece], is_final=start + piece >= audio.size)
+        engine.step()
+        steps += 1
+    chunk_ms = 10 * engine.model.encoder.chunk_size * engine.model.encoder.embed.stride
+    assert len(calls) <= audio.size / 16 / chunk_ms + 2 < steps  # about one call per chunk of audio
+    assert engine.close("a") == _alone(alone, audio, piece)
+
+
 def test_bad_input_to_one_stream_is_refused_with_its_name_and_the_others_go_on(saved_model):
     engine = StreamingEngine(*saved_model)
     audio = _audio(0, 1.2)

@@ -36,6 +36,17 @@ def test_fbank_of_many_streams_in_one_call_equals_each_stream_alone():
     assert fbank_streams([], []) == []
 
 
+def test_fbank_holds_its_samples_until_min_frames_are_complete():
+    audio = torch.randn(16000) * 0.1
+    fbank = StreamingFbank()
+    assert fbank.accept(audio[:2000], min_frames=20).shape == (0, 80)  # 11 frames complete: held back
+    assert fbank.accept(audio[2000:3000], min_frames=20).shape == (0, 80)  # 17
+    held = fbank.accept(audio[3000:3440], min_frames=20)  # 20: all of them at once
+    rest = fbank.accept(audio[3440:], min_frames=1)
+    assert held.shape == (20, 80)
+    torch.testing.assert_close(torch.cat([held, rest]), kaldi_fbank(audio))
+
+
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_partial_hypotheses_grow_as_pieces_arrive_and_final_equals_offline(saved_model, beam_size):
     s2t = Speech2TextStreaming(*saved_model, beam_size=beam_size, score_norm=True)

@@ -870,6 +870,18 @@ class AmortizedTransformerEncoder(AbsEncoder):
             state["frames"] = frames
         state["features"], state["feature_frames"] = [features], features.size(1)
 
+    def feature_frames_wanted(self, state: Dict) -> int:
+        """Feature frames a stream (``init_state``) still needs before its next chunk is complete (0: it has
+        one). Nothing runs on fewer, so a caller may hold features back until then (the streaming fbank
+        does, to compute a chunk's features in one call): the outputs, and the call that returns them, stay
+        the same."""
+        waiting = 0 if state["frames"] is None else state["frames"].size(1)
+        missing = self.chunk_size - waiting
+        if missing <= 0:
+            return 0
+        needed = (missing - 1) * self.embed.stride + self.embed.receptive_field  # input frames for `missing` outputs
+        return max(0, needed - state["feature_frames"])
+
     def _has_chunk(self, state: Dict, is_final: bool) -> bool:
         pending = state["frames"]
         return pending is not None and (pending.size(1) >= self.chunk_size or (is_final and pending.size(1) > 0))

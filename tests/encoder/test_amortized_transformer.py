@@ -812,3 +812,21 @@ def test_forward_streams_checks_every_stream_before_changing_any():
         encoder.forward_streams([torch.randn(1, 40, 80)] * 2,
                                 [encoder.init_state(forced_gates=torch.ones(1, 9, 3, 2)), encoder.init_state()],
                                 [False, False])
+
+
+@pytest.mark.parametrize("input_layer", ["conv2d", "conv2d6", "dw_striding", "stack"])
+@pytest.mark.parametrize("chunk_size", [1, 3, 4])
+def test_feature_frames_wanted_is_exactly_what_completes_the_next_chunk(input_layer, chunk_size):
+    """Fed one feature frame at a time, a stream returns a chunk on exactly the call whose frame was the last
+    one wanted: so holding features back until then changes neither outputs nor when they appear."""
+    torch.manual_seed(0)
+    encoder = small_encoder(input_layer=input_layer, chunk_size=chunk_size).eval()
+    state, x = encoder.init_state(), torch.randn(1, 90, 80)
+    chunks = 0
+    for t in range(90):
+        wanted = encoder.feature_frames_wanted(state)
+        assert wanted >= 1  # a complete chunk never waits
+        out, state = encoder.forward_chunk(x[:, t : t + 1], state)
+        assert (out.size(1) > 0) == (wanted == 1), f"frame {t}: wanted {wanted}, got {out.size(1)} outputs"
+        chunks += out.size(1) > 0
+    assert chunks >= 3
