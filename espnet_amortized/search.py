@@ -134,8 +134,8 @@ class GreedyTransducerSearch:
             # log_softmax shifts all logits alike, so a bonus on the labels is a margin against blank.
             logits[..., self.blank_id] -= self.length_bonus
             labels = logits.argmax(dim=-1)
-            lengths = torch.tensor([r.size(0) for r in remaining])
-            emits = (labels != self.blank_id) & (torch.arange(labels.size(1)) < lengths.unsqueeze(1))
+            lengths = torch.tensor([r.size(0) for r in remaining], device=labels.device)
+            emits = (labels != self.blank_id) & (torch.arange(labels.size(1), device=labels.device) < lengths.unsqueeze(1))
             first = emits.int().argmax(dim=1)  # the first emitting frame (0 where none: see any)
             found = emits.any(dim=1).tolist()
             first_labels = labels.gather(1, first.unsqueeze(1))[:, 0].tolist()

@@ -89,8 +89,6 @@ class StreamingFbank:
         self.buffer = self.buffer[frames * SHIFT :]
         return segment
 
-
-
     def accept(self, samples: torch.Tensor, min_frames: int = 1) -> torch.Tensor:
         """The fbank frames of every frame now complete ((0, bins) while fewer than ``min_frames``)."""
         return fbank_streams([self], [samples], [min_frames])[0]

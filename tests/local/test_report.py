@@ -217,6 +217,8 @@ COMMITTED_SUMMARIES = {
     "summary_budget_u7500_ave_12_15.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), True),
     "summary_allocate060_u7500_dedicated.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
     "summary_allocate060_u7500_budget.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
+    "summary_draw2_u7500_dedicated035.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
+    "summary_draw2_u7500_budget.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
 }
 
 
