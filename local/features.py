@@ -77,8 +77,7 @@ def _run_job(job):
     index, entries, out, position, nj = job
     out = pathlib.Path(out)
     ark, scp, shape, done = (out / f"feats.{index}.{ext}" for ext in ("ark", "scp", "shape", "done"))
-    # The marker records the split: job i of another --nj holds other utterances and is redone.
-    if done.exists() and done.read_text() == f"nj={nj}\n":
+    if _finished(done, nj):
         return index
     temporary_ark, temporary_scp = ark.with_suffix(".ark.tmp"), scp.with_suffix(".scp.tmp")
     shapes = []
@@ -96,6 +95,11 @@ def _run_job(job):
     shape.write_text("".join(line + "\n" for line in shapes))
     done.write_text(f"nj={nj}\n")
     return index
+
+
+def _finished(done: pathlib.Path, nj: int) -> bool:
+    """Whether the job's marker exists and records this split: job i of another --nj holds other utterances."""
+    return done.exists() and done.read_text() == f"nj={nj}\n"
 
 
 def _jobs(data: pathlib.Path, out: pathlib.Path, nj: int):
@@ -133,8 +137,7 @@ def extract(data: pathlib.Path, out: pathlib.Path, nj: int = 1) -> pathlib.Path:
 def merge(data: pathlib.Path, out: pathlib.Path, nj: int) -> pathlib.Path:
     """feats.scp and feats_shape in wav.scp's order from the nj jobs' files, and the data dir's other files."""
     entries, _ = _jobs(data, out, nj)
-    unfinished = [str(out / f"feats.{i}.done") for i in range(1, nj + 1)
-                  if not (out / f"feats.{i}.done").exists() or (out / f"feats.{i}.done").read_text() != f"nj={nj}\n"]
+    unfinished = [str(out / f"feats.{i}.done") for i in range(1, nj + 1) if not _finished(out / f"feats.{i}.done", nj)]
     if unfinished:
         raise RuntimeError(f"{len(unfinished)} of {nj} fbank job(s) did not finish: no {', '.join(unfinished)}")
     order = {key: n for n, (key, _) in enumerate(entries)}

@@ -31,7 +31,6 @@ def build_script(args, jobs, log_pattern, command) -> str:
     log = shlex.quote(log_pattern.replace("%", "%%"))  # Slurm expands %-patterns in --output
     if jobs:
         log = log.replace("JOB", "%a")
-    if jobs:
         lines.append(f"#SBATCH --array={jobs[0]}-{jobs[1]}")
     lines.append(f"#SBATCH --output={log}")
     lines += ["set -uo pipefail", f"export OMP_NUM_THREADS={args.num_threads} MKL_NUM_THREADS={args.num_threads}"]
