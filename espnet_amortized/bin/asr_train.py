@@ -12,7 +12,7 @@ module, so ``register()`` runs in each.
 """
 
 from espnet_amortized import register
-from espnet_amortized.bin import releasing_process_group
+from espnet_amortized.bin import run_training
 
 register()
 
@@ -20,9 +20,8 @@ from espnet_amortized.task import AmortizedASRTask  # noqa: E402  (after registe
 
 
 def main(cmd=None):
-    with releasing_process_group():
-        AmortizedASRTask.main(cmd=cmd)
+    AmortizedASRTask.main(cmd=cmd)
 
 
 if __name__ == "__main__":
-    main()
+    run_training(main)

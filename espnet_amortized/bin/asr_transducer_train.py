@@ -13,10 +13,9 @@ Multi-GPU workers re-import this module, so ``register()`` runs in each.
 
 from espnet_amortized import register
 from espnet_amortized._espnet import asr_transducer_train_main
-from espnet_amortized.bin import releasing_process_group
+from espnet_amortized.bin import run_training
 
 register()
 
 if __name__ == "__main__":
-    with releasing_process_group():
-        asr_transducer_train_main()
+    run_training(asr_transducer_train_main)
