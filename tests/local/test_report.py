@@ -219,6 +219,8 @@ COMMITTED_SUMMARIES = {
     "summary_allocate060_u7500_budget.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
     "summary_draw2_u7500_dedicated035.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
     "summary_draw2_u7500_budget.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
+    "summary_draw3_u7500_dedicated060.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
+    "summary_draw3_u7500_budget.json": (("| {wer:.2f} [{low:.2f}, {high:.2f}] |",), False),
 }
 
 
