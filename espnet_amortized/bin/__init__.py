@@ -6,10 +6,10 @@ import sys
 import traceback
 from typing import Callable
 
+import torch.distributed
+
 
 def _distributed() -> bool:
-    import torch.distributed
-
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
@@ -51,8 +51,6 @@ def run_training(main: Callable[[], None]) -> None:
         if not _distributed():
             return
         code = 0
-    import torch.distributed
-
     torch.distributed.destroy_process_group()
     atexit._run_exitfuncs()
     sys.stdout.flush()
